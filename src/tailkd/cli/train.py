@@ -1,0 +1,55 @@
+"""``tailkd-train``: run one experiment. The recipe named by ``method`` does the work."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from tailkd.config import config_dir, validate
+from tailkd.errors import TailkdError
+
+log = logging.getLogger("tailkd")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the experiment ``cfg`` describes; returns the results also written to results.json."""
+    import pytorch_lightning as pl
+
+    from tailkd.methods.pipeline import write_results
+
+    validate(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(int(cfg.seed), workers=True)
+    recipe = hydra.utils.instantiate(cfg.method)
+    results = recipe.run(cfg, run_dir)
+    write_results(run_dir, results)
+    log.info("test accuracy %.4f (before training %.4f); results in %s",
+             results["test_accuracy"], results["test_accuracy_before"], run_dir / "results.json")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)["test_accuracy"]
+    except TailkdError as err:
+        log.error("tailkd-train: %s", err)
+        sys.exit(2)
+
+
+def main() -> None:
+    # nothing in a run should wait on a model hub or a W&B login unless the user asked for it
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Answer extraction and normalisation, one kind per answer type.
+
+A task names its answer type (``number``, ``yesno`` or ``choice``) and a regex whose first group holds
+the answer span ("The answer is ..."). Extraction takes the last match of that pattern; when the
+pattern does not match, or its span holds no answer of the type, it falls back to the last answer of
+the type anywhere in the text. The fallback is what keeps an untrained student's accuracy honest
+instead of zero by format alone; ``fallback: false`` turns it off for strict scoring.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from tailkd.errors import ConfigError
+
+# A number as written in reasoning text: optional sign, thousands separators, decimals, a simple
+# fraction. The look-behind keeps "x-3" or "v2" from reading as -3 or 2.
+_NUMBER = re.compile(
+    r"(?<![\w.])([-−–]?)\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)(?![\d])"
+)
+_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+_YESNO_MAP = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+# Parenthesised letters first: a bare capital "A" is more often an article than a choice.
+_CHOICE_PAREN = re.compile(r"\(([A-Ea-e])\)")
+_CHOICE_BARE = re.compile(r"(?<![A-Za-z'])([A-E])(?![A-Za-z'])")
+
+
+def canonical_number(text: str) -> str | None:
+    """'1,234.50' -> '1234.5', '-3.0' -> '-3', '$5' -> '5', '3/4' -> '0.75'; None if no number."""
+    match = _NUMBER.search(str(text))
+    if not match:
+        return None
+    sign, digits = match.groups()
+    digits = digits.replace(",", "")
+    if "/" in digits:
+        num, den = digits.split("/")
+        if float(den) == 0:
+            return None
+        value = float(num) / float(den)
+    else:
+        value = float(digits)
+    if sign:
+        value = -value
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _all_numbers(text: str) -> list[str]:
+    return [n for m in _NUMBER.finditer(text) if (n := canonical_number(m.group(0))) is not None]
+
+
+def canonical_yesno(text: str) -> str | None:
+    if isinstance(text, bool):
+        return "yes" if text else "no"
+    found = _YESNO.findall(str(text))
+    return _YESNO_MAP[found[0].lower()] if found else None
+
+
+def _all_yesno(text: str) -> list[str]:
+    return [_YESNO_MAP[m.lower()] for m in _YESNO.findall(text)]
+
+
+def canonical_choice(text: str, choices: Mapping[str, str] | None = None) -> str | None:
+    """A choice letter A-E from '(b)', 'B', 'B) ...' or, given the choices, the choice's own text."""
+    text = str(text).strip()
+    paren = _CHOICE_PAREN.search(text)
+    if paren:
+        return paren.group(1).upper()
+    bare = _CHOICE_BARE.search(text)
+    if bare:
+        return bare.group(1)
+    if choices:
+        lowered = text.lower().rstrip(".")
+        for label, choice_text in choices.items():
+            if choice_text and choice_text.lower() == lowered:
+                return label
+    if len(text) == 1 and text.upper() in "ABCDE":
+        return text.upper()
+    return None
+
+
+def _all_choices(text: str) -> list[str]:
+    paren = [m.upper() for m in _CHOICE_PAREN.findall(text)]
+    return paren or _CHOICE_BARE.findall(text)
+
+
+@dataclass(frozen=True)
+class AnswerType:
+    name: str
+    canonical: Callable[..., str | None]
+    find_all: Callable[[str], list[str]]
+
+
+ANSWER_TYPES: dict[str, AnswerType] = {
+    "number": AnswerType("number", canonical_number, _all_numbers),
+    "yesno": AnswerType("yesno", canonical_yesno, _all_yesno),
+    "choice": AnswerType("choice", canonical_choice, _all_choices),
+}
+
+
+class AnswerExtractor:
+    """Pulls the normalised final answer out of generated text."""
+
+    def __init__(self, answer_type: str, pattern: str | None = None, fallback: bool = True):
+        if answer_type not in ANSWER_TYPES:
+            raise ConfigError(
+                f"task.answer.type={answer_type!r} is unknown; choose one of {sorted(ANSWER_TYPES)}"
+            )
+        self.type = ANSWER_TYPES[answer_type]
+        try:
+            self.pattern = re.compile(pattern, re.IGNORECASE | re.DOTALL) if pattern else None
+        except re.error as err:
+            raise ConfigError(f"task.answer.pattern {pattern!r} is not a valid regex: {err}") from err
+        if self.pattern is not None and self.pattern.groups < 1:
+            raise ConfigError(f"task.answer.pattern {pattern!r} needs a group around the answer span")
+        self.fallback = fallback
+
+    def normalise(self, raw, choices: Mapping[str, str] | None = None) -> str | None:
+        """Canonical form of a gold answer or an extracted span."""
+        if self.type.name == "choice":
+            return canonical_choice(raw, choices)
+        return self.type.canonical(raw)
+
+    def __call__(self, text: str, choices: Mapping[str, str] | None = None) -> str | None:
+        if self.pattern is not None:
+            spans = [m.group(1) for m in self.pattern.finditer(text)]
+            for span in reversed(spans):
+                # the span runs to the end of the text: only its first sentence is the answer
+                head = re.split(r"(?<!\d)\.(?!\d)|\n", span.strip(), maxsplit=1)[0]
+                answer = self.normalise(head, choices)
+                if answer is not None:
+                    return answer
+        if not self.fallback:
+            return None
+        found = self.type.find_all(text)
+        return found[-1] if found else None

@@ -1,0 +1,122 @@
+"""A controlled imperfect teacher: the gold rationale and answer, corrupted for a share of questions.
+
+Which questions are corrupted, and how, depends only on ``teacher.seed`` and the question id, so a
+question gets the same annotation whatever budget or selection buys it (as a cached API answer would).
+
+Corruption kinds:
+- ``wrong_answer``: the final answer is wrong; where the rationale states the gold answer, its last
+  occurrence is changed too, so the error reads as a slip in the final step.
+- ``wrong_step``: one intermediate number of the rationale is wrong and the final answer is still
+  right, a flawed annotation that no answer-level check can see. Without a number to change, it falls
+  back to ``wrong_answer``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Mapping, Sequence
+
+from tailkd.errors import ConfigError
+from tailkd.tasks import Example, Task
+from tailkd.teachers.base import Annotation, Price, approx_tokens, price_from_cfg, render_teacher_prompt
+
+KINDS = ("wrong_answer", "wrong_step")
+_INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
+
+
+def _wrong_answer(answer: str, answer_type: str, example: Example, rng: random.Random) -> str:
+    if answer_type == "yesno":
+        return "no" if answer == "yes" else "yes"
+    if answer_type == "choice":
+        labels = sorted(example.choices) if example.choices else list("ABCDE")
+        return rng.choice([label for label in labels if label != answer])
+    value = float(answer)
+    delta = rng.choice([d for d in range(-5, 6) if d != 0])
+    wrong = value + delta if abs(value) < 20 else value * (1 + delta / 20)
+    wrong = round(wrong) if value == int(value) else round(wrong, 2)
+    if str(wrong) == answer:  # a rounding collision on tiny values
+        wrong = value + 1
+    return str(int(wrong)) if wrong == int(wrong) else str(wrong)
+
+
+def _replace_last(text: str, old: str, new: str) -> str:
+    for match in reversed(list(re.finditer(rf"(?<![\w.]){re.escape(old)}(?![\w])", text))):
+        return text[: match.start()] + new + text[match.end():]
+    return text
+
+
+def _wrong_step(rationale: str, answer: str, rng: random.Random) -> str | None:
+    """Change one number that is not the final answer's last mention; None if there is none."""
+    numbers = list(_INT.finditer(rationale))
+    last_answer = None
+    for match in numbers:
+        if match.group(0) == answer:
+            last_answer = match
+    candidates = [m for m in numbers if m is not last_answer]
+    # prefer results of a step ("= 19") over operands copied from the question
+    results = [m for m in candidates if rationale[: m.start()].rstrip().endswith("=")]
+    pool = results or candidates
+    if not pool:
+        return None
+    target = rng.choice(pool)
+    value = int(target.group(0))
+    wrong = value + rng.choice([d for d in range(-3, 4) if d != 0])
+    wrong = abs(wrong) if wrong != value else value + 1
+    if wrong == value:
+        wrong = value + 1
+    return rationale[: target.start()] + str(wrong) + rationale[target.end():]
+
+
+class SimulatedTeacher:
+    backend = "simulated"
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.model: str = cfg.get("model", "simulated-gold")
+        self.seed = int(cfg.get("seed", 0))
+        self.prompt_template: str = cfg["prompt"]
+        corruption = cfg.get("corruption") or {}
+        self.error_rate = float(corruption.get("rate", 0.0))
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ConfigError(f"teacher.corruption.rate must be in [0, 1] (got {self.error_rate})")
+        kinds = dict(corruption.get("kinds") or {"wrong_answer": 1.0})
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ConfigError(f"teacher.corruption.kinds: unknown kind(s) {sorted(unknown)}; use {list(KINDS)}")
+        if any(float(w) < 0 for w in kinds.values()) or sum(float(w) for w in kinds.values()) <= 0:
+            raise ConfigError(f"teacher.corruption.kinds needs non-negative weights, some positive: {kinds}")
+        self.kinds = {k: float(w) for k, w in kinds.items()}
+        self.price: Price = price_from_cfg(cfg)
+
+    def annotate(self, examples: Sequence[Example], task: Task) -> list[Annotation]:
+        return [self._annotate_one(example, task) for example in examples]
+
+    def _annotate_one(self, example: Example, task: Task) -> Annotation:
+        rng = random.Random(f"{self.seed}:{example.id}")
+        rationale, answer, kind = example.rationale, example.answer, None
+        if rng.random() < self.error_rate:
+            kind = rng.choices(list(self.kinds), weights=list(self.kinds.values()))[0]
+            flawed = _wrong_step(rationale, answer, rng) if kind == "wrong_step" and rationale else None
+            if flawed is not None:
+                rationale = flawed
+            else:
+                kind = "wrong_answer"
+                answer = _wrong_answer(example.answer, task.extractor.type.name, example, rng)
+                if rationale:
+                    rationale = _replace_last(rationale, example.answer, answer)
+        text = task.target(rationale, answer).strip()
+        prompt = render_teacher_prompt(self.prompt_template, example)
+        input_tokens, output_tokens = approx_tokens(prompt), approx_tokens(text)
+        return Annotation(
+            example_id=example.id,
+            prompt=prompt,
+            text=text,
+            rationale=rationale,
+            answer=answer,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=self.price.cost(input_tokens, output_tokens),
+            backend=self.backend,
+            model=self.model,
+            meta={"corruption": kind},
+        )

@@ -1,0 +1,145 @@
+"""Training records, their tokenisation, and the LightningDataModule."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from tailkd.tasks import Example
+from tailkd.training.loss import IGNORE_INDEX, normalise_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRecord:
+    """One training example: what the student reads, what it learns to write, and how much it counts.
+
+    ``aux_prompt``/``aux_target`` hold a second task on the same question (distilling step-by-step's
+    rationale task); its loss joins the example's loss before weighting.
+    """
+
+    id: str
+    prompt: str
+    target: str
+    weight: float = 1.0
+    aux_prompt: str | None = None
+    aux_target: str | None = None
+
+
+class Encoder:
+    """Tokenises (prompt, target) pairs: loss on the target only, the prompt kept whole where possible."""
+
+    def __init__(self, tokenizer, is_causal: bool, max_length: int):
+        self.tokenizer = tokenizer
+        self.is_causal = is_causal
+        self.max_length = int(max_length)
+        self._truncated = 0
+
+    def _ids(self, text: str, special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def encode(self, prompt: str, target: str) -> tuple[list[int], list[int]]:
+        """(input_ids, labels); decoder-only: one sequence with the prompt masked out of the labels."""
+        prompt_ids = self._ids(prompt, special=True)
+        target_ids = self._ids(target, special=False)
+        eos = self.tokenizer.eos_token_id
+        if not target_ids or target_ids[-1] != eos:
+            target_ids = target_ids + [eos]
+        if not self.is_causal:
+            if len(prompt_ids) > self.max_length or len(target_ids) > self.max_length:
+                self._truncated += 1
+            return prompt_ids[-self.max_length:], target_ids[: self.max_length]
+        overflow = len(prompt_ids) + len(target_ids) - self.max_length
+        if overflow > 0:
+            self._truncated += 1
+            # drop the start of the prompt first: the end of the prompt and the target matter most
+            keep = max(len(prompt_ids) - overflow, min(len(prompt_ids), 8))
+            prompt_ids = prompt_ids[len(prompt_ids) - keep:]
+            target_ids = target_ids[: self.max_length - len(prompt_ids)]
+        ids = prompt_ids + target_ids
+        return ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
+
+    def collate(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(p, t) for p, t in pairs]
+        pad = self.tokenizer.pad_token_id
+        if self.is_causal:
+            length = max(len(ids) for ids, _ in encoded)
+            input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
+            labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(encoded), length), dtype=torch.long)
+            for row, (ids, lab) in enumerate(encoded):  # right padding: positions stay 0..n-1
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, : len(lab)] = torch.tensor(lab)
+                mask[row, : len(ids)] = 1
+            return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        src_len = max(len(ids) for ids, _ in encoded)
+        tgt_len = max(len(lab) for _, lab in encoded)
+        input_ids = torch.full((len(encoded), src_len), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), src_len), dtype=torch.long)
+        labels = torch.full((len(encoded), tgt_len), IGNORE_INDEX, dtype=torch.long)
+        for row, (ids, lab) in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, : len(lab)] = torch.tensor(lab)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    def collate_records(self, records: Sequence[TrainRecord]) -> dict[str, Any]:
+        batch: dict[str, Any] = {
+            "ids": [r.id for r in records],
+            "weight": torch.tensor([r.weight for r in records], dtype=torch.float32),
+            "main": self.collate([(r.prompt, r.target) for r in records]),
+        }
+        if records[0].aux_target is not None:
+            batch["aux"] = self.collate([(r.aux_prompt, r.aux_target) for r in records])
+        return batch
+
+    def report_truncation(self) -> None:
+        if self._truncated:
+            log.warning("%d sequences were truncated to student.max_length=%d", self._truncated, self.max_length)
+            self._truncated = 0
+
+
+def _as_list(batch):
+    return list(batch)
+
+
+class DistillDataModule(pl.LightningDataModule):
+    """Train batches of :class:`TrainRecord` (weights normalised to mean 1), test batches of examples."""
+
+    def __init__(
+        self,
+        records: Sequence[TrainRecord],
+        test_examples: Sequence[Example],
+        encoder: Encoder,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not records:
+            raise ValueError("no training records: the teacher budget bought nothing usable")
+        weights = normalise_weights([r.weight for r in records])
+        self.records = [TrainRecord(**{**r.__dict__, "weight": w}) for r, w in zip(records, weights)]
+        self.test_examples = list(test_examples)
+        self.encoder = encoder
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.seed = int(seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.records,
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=self.encoder.collate_records,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=_as_list)

@@ -1,0 +1,56 @@
+"""Build the Lightning Trainer and its loggers from the ``trainer`` and ``logger`` config groups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from tailkd.errors import ConfigError
+
+
+def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_config: dict) -> list[Logger]:
+    """CSV always; W&B when enabled, offline unless ``logger.wandb.mode=online`` or WANDB_MODE says so."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    wandb_cfg = cfg.get("wandb") or {}
+    if wandb_cfg.get("enabled", False):
+        from pytorch_lightning.loggers import WandbLogger
+
+        mode = os.environ.get("WANDB_MODE") or wandb_cfg.get("mode", "offline")
+        if mode not in ("online", "offline", "disabled"):
+            raise ConfigError(f"logger.wandb.mode={mode!r}: use online, offline or disabled")
+        logger = WandbLogger(
+            project=wandb_cfg.get("project", "tailkd"),
+            entity=wandb_cfg.get("entity"),
+            group=wandb_cfg.get("group"),
+            tags=list(wandb_cfg.get("tags") or []),
+            name=run_name,
+            save_dir=str(run_dir),
+            mode=mode,
+        )
+        logger.log_hyperparams(flat_config)
+        loggers.append(logger)
+    return loggers
+
+
+def build_trainer(pl_kwargs: Mapping[str, Any], loggers: list[Logger], run_dir: Path) -> pl.Trainer:
+    try:
+        return pl.Trainer(
+            logger=loggers,
+            default_root_dir=str(run_dir),
+            enable_model_summary=False,
+            **dict(pl_kwargs),
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"trainer.pl: {err}") from err
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    for logger in loggers:
+        logger.finalize("success")
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
