@@ -34,7 +34,8 @@ def generate_texts(
     """Continuations of ``prompts`` (``num_return_sequences`` per prompt, prompt-major order), in one
     ``generate`` call: callers batch, this function does not split."""
     tokenizer, model = student.tokenizer, student.model
-    tokenizer.padding_side = "left"  # decoder-only models continue from the last position of each row
+    # decoder-only models continue from the last position of each row, so pad on the left
+    tokenizer.padding_side = "left" if student.is_causal else "right"
     encoded = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
     kwargs = dict(
         max_new_tokens=max_new_tokens,

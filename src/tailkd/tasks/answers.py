@@ -69,17 +69,24 @@ def canonical_choice(text: str, choices: Mapping[str, str] | None = None) -> str
     paren = _CHOICE_PAREN.search(text)
     if paren:
         return paren.group(1).upper()
+    if len(text) == 1 and text.upper() in "ABCDE":
+        return text.upper()
+    # the choice's own text before a bare capital: in "A cappella" or "Washington D.C." the capital
+    # is part of the text, not a choice letter
+    if choices:
+        wanted = _choice_key(text)
+        for label, choice_text in choices.items():
+            if choice_text and _choice_key(choice_text) == wanted:
+                return label
     bare = _CHOICE_BARE.search(text)
     if bare:
         return bare.group(1)
-    if choices:
-        lowered = text.lower().rstrip(".")
-        for label, choice_text in choices.items():
-            if choice_text and choice_text.lower() == lowered:
-                return label
-    if len(text) == 1 and text.upper() in "ABCDE":
-        return text.upper()
     return None
+
+
+def _choice_key(text: str) -> str:
+    """Choice text compared case-blind, without a trailing full stop (CommonsenseQA has 'car.')."""
+    return str(text).strip().lower().rstrip(".").strip()
 
 
 def _all_choices(text: str) -> list[str]:
@@ -126,10 +133,16 @@ class AnswerExtractor:
 
     def __call__(self, text: str, choices: Mapping[str, str] | None = None) -> str | None:
         if self.pattern is not None:
-            spans = [m.group(1) for m in self.pattern.finditer(text)]
+            # every match, overlapping ones included: a span like "(.+)" runs to the end of the text,
+            # so finditer would stop at the first "the answer is" and never see a later one
+            spans, pos = [], 0
+            while (match := self.pattern.search(text, pos)) is not None:
+                spans.append(match.group(1) or "")
+                pos = match.start() + 1
             for span in reversed(spans):
-                # the span runs to the end of the text: only its first sentence is the answer
-                head = re.split(r"(?<!\d)\.(?!\d)|\n", span.strip(), maxsplit=1)[0]
+                # the span runs to the end of the text: only its first sentence is the answer (a full
+                # stop ends a sentence when a space or the end follows: not in "2.5" or "d.c")
+                head = re.split(r"\.(?=\s|$)|\n", span.strip(), maxsplit=1)[0]
                 answer = self.normalise(head, choices)
                 if answer is not None:
                     return answer

@@ -78,8 +78,10 @@ def _reasoning_gym_rows(task_cfg: Mapping[str, Any], split: str) -> Iterator[tup
 
     source = task_cfg["source"]
     name = source["dataset"]
-    # item i is drawn with Random(seed + i): seeds a million apart keep train and test disjoint
-    seed = int(task_cfg.get("data_seed", 0)) + (0 if split == "train" else 1_000_000)
+    # item i is drawn with Random(seed + i): seeds a million apart keep train and test disjoint, and
+    # each data_seed gets its own two million seeds (data_seed + 1 would otherwise redraw the same items
+    # shifted by one)
+    seed = int(task_cfg.get("data_seed", 0)) * 2_000_000 + (0 if split == "train" else 1_000_000)
     size = _generated_size(task_cfg, split)
     try:
         dataset = reasoning_gym.create_dataset(name, size=size, seed=seed, **dict(source.get("config") or {}))

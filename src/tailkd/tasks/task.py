@@ -97,7 +97,10 @@ class Task:
     # -- reading rows ------------------------------------------------------------------------------
     def example_from_row(self, row: Mapping[str, Any], default_id: str, where: str) -> Example:
         """Turn one raw row into an Example; ``where`` names the row in any error ("file.jsonl line 3")."""
-        missing = [f for f in self.required_fields if row.get(f) in (None, "")]
+        needed = list(self.required_fields)
+        if self.id_field and self.id_field not in needed:
+            needed.append(self.id_field)  # read below with row[id_field]: a KeyError otherwise
+        missing = [f for f in needed if row.get(f) in (None, "")]
         if missing:
             raise DataError(
                 f"{where}: row lacks field(s) {missing} that task {self.name} needs "

@@ -55,6 +55,10 @@ class DistillModule(pl.LightningModule):
         logits = self.model(**inputs).logits
         return per_example_token_loss(logits, encoded["labels"], shift=self.student.is_causal)
 
+    def on_train_epoch_start(self) -> None:
+        # from_pretrained returns models in eval mode and Lightning keeps submodule modes as found
+        self.model.train()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.example_losses(batch)
         loss = weighted_mean(losses, batch["weight"])

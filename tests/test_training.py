@@ -1,0 +1,119 @@
+"""The Lightning module and data module: tokenisation, weighted training, accumulation, generation."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from helpers import chain_task, records, tiny_student
+from tailkd.models import generate_texts
+from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
+from tailkd.training.loss import IGNORE_INDEX
+
+
+class _SGDModule(DistillModule):
+    """Plain SGD: the parameter change is then exactly -lr x gradient, so gradients can be compared."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.model.parameters(), lr=0.5)
+
+
+def _train_one_step(batch_size, accumulate, weights):
+    student = tiny_student()
+    task = chain_task()
+    encoder = Encoder(student.tokenizer, True, 128)
+    datamodule = DistillDataModule(records(8, weights), [], encoder, batch_size, 4, seed=0)
+    module = _SGDModule(student, task, lr=0.5)
+    trainer = pl.Trainer(
+        max_steps=1, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return {k: v.detach().clone() for k, v in student.model.state_dict().items()}
+
+
+def _max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_gradient_accumulation_does_not_change_the_update():
+    weights = [0.2, 1.0, 3.0, 0.5, 1.5, 0.0, 2.0, 1.0]
+    full = _train_one_step(batch_size=8, accumulate=1, weights=weights)
+    accumulated = _train_one_step(batch_size=4, accumulate=2, weights=weights)
+    micro = _train_one_step(batch_size=2, accumulate=4, weights=weights)
+    initial = {k: v.detach().clone() for k, v in tiny_student().model.state_dict().items()}
+    assert _max_diff(full, initial) > 1e-3  # the step moved the weights
+    assert _max_diff(full, accumulated) < 1e-6
+    assert _max_diff(full, micro) < 1e-6
+
+
+def test_weights_change_the_update():
+    uniform = _train_one_step(8, 1, [1.0] * 8)
+    weighted = _train_one_step(8, 1, [0.2, 1.0, 3.0, 0.5, 1.5, 0.0, 2.0, 1.0])
+    assert _max_diff(uniform, weighted) > 1e-4
+
+
+def test_datamodule_normalises_weights_to_mean_one():
+    student = tiny_student()
+    dm = DistillDataModule(records(4, [1, 2, 3, 6]), [], Encoder(student.tokenizer, True, 128), 2, 2)
+    assert [r.weight for r in dm.records] == pytest.approx([1 / 3, 2 / 3, 1.0, 2.0])
+
+
+def test_causal_encoding_masks_the_prompt_and_ends_with_eos():
+    student = tiny_student()
+    encoder = Encoder(student.tokenizer, True, 128)
+    ids, labels = encoder.encode("Question: What is 1 + 2?\nAnswer:", " 1 + 2 = 3. The answer is 3.")
+    prompt_len = len(student.tokenizer("Question: What is 1 + 2?\nAnswer:")["input_ids"])
+    assert labels[:prompt_len] == [IGNORE_INDEX] * prompt_len
+    assert labels[prompt_len:] == ids[prompt_len:]
+    assert ids[-1] == student.tokenizer.eos_token_id
+    assert student.tokenizer.decode(ids[prompt_len:-1]) == " 1 + 2 = 3. The answer is 3."
+
+
+def test_truncation_keeps_the_target():
+    student = tiny_student()
+    encoder = Encoder(student.tokenizer, True, 24)
+    target = " 1 + 2 = 3. The answer is 3."
+    ids, labels = encoder.encode("Question: " + "a long preamble " * 20 + "What is 1 + 2?\nAnswer:", target)
+    assert len(ids) == 24
+    kept = [t for t in labels if t != IGNORE_INDEX]
+    assert student.tokenizer.decode(kept[:-1]) == target
+
+
+def test_seq2seq_batches_have_separate_labels():
+    student = tiny_student("seq2seq")
+    encoder = Encoder(student.tokenizer, False, 64)
+    batch = encoder.collate([("What is 1 + 2?", " 3"), ("What is 10 + 20 + 30?", " 10 + 20 = 30. 60")])
+    assert batch["input_ids"].shape[0] == 2 and batch["labels"].shape[0] == 2
+    assert batch["labels"].shape[1] != batch["input_ids"].shape[1]
+    module = DistillModule(student, chain_task(), lr=1e-3)
+    losses = module.example_losses({"main": batch})
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
+
+
+def test_auxiliary_task_adds_its_weighted_loss():
+    student = tiny_student()
+    encoder = Encoder(student.tokenizer, True, 128)
+    recs = [TrainRecord("a", "[label] Q: 1 + 2?", " 3", aux_prompt="[rationale] Q: 1 + 2?", aux_target=" 1 + 2 = 3.")]
+    batch = encoder.collate_records(recs)
+    plain = DistillModule(student, chain_task(), lr=1e-3).example_losses({"main": batch["main"]})
+    aux_only = DistillModule(student, chain_task(), lr=1e-3).example_losses({"main": batch["aux"]})
+    both = DistillModule(student, chain_task(), lr=1e-3, aux_loss_weight=0.5).example_losses(batch)
+    assert torch.allclose(both, plain + 0.5 * aux_only)
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_batched_generation_matches_one_prompt_at_a_time(arch):
+    student = tiny_student(arch, init_seed=4)  # a seed whose random model does not emit EOS at once
+    student.model.eval()
+    prompts = ["Question: What is 1 + 2?\nAnswer:", "Q: 12 + 7 - 3?", "Question: What is 40 - 11 + 2 + 5 + 6?\nAnswer:"]
+    batched = generate_texts(student, prompts, max_new_tokens=8)
+    single = [generate_texts(student, [p], max_new_tokens=8)[0] for p in prompts]
+    assert batched == single
+    assert any(batched)
+
+
+def test_sampling_returns_k_per_prompt():
+    student = tiny_student()
+    torch.manual_seed(0)
+    out = generate_texts(student, ["Q: 1 + 2?", "Q: 3 + 4?"], 6, do_sample=True, temperature=1.0, num_return_sequences=3)
+    assert len(out) == 6
