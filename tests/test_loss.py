@@ -51,7 +51,7 @@ def test_weights_change_the_loss_and_scale_does_not():
     scaled = weighted_mean(per_example, torch.tensor(normalise_weights([10 * w for w in raw])))
     assert not torch.isclose(weighted, per_example.mean())
     assert torch.allclose(weighted, scaled)
-    expected = sum(w * l for w, l in zip(raw, per_example.tolist())) / sum(raw)
+    expected = sum(w * loss for w, loss in zip(raw, per_example.tolist())) / sum(raw)
     assert weighted.item() == pytest.approx(expected, rel=1e-6)
 
 

@@ -4,10 +4,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import chain_task, records, tiny_student
 from tailkd.models import generate_texts
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
 from tailkd.training.loss import IGNORE_INDEX
+
+from helpers import chain_task, records, tiny_student
 
 
 class _SGDModule(DistillModule):

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
+from tailkd.models.student import check_student_cfg
 
 
 def config_dir() -> Path:
@@ -35,3 +36,4 @@ def validate(cfg: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_student_cfg(cfg.student)

@@ -4,9 +4,10 @@ or as a tiny random model, with optional LoRA adapters."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ class Student:
         return self.arch == "causal"
 
 
-def _check(cfg: Mapping[str, Any]) -> None:
+def check_student_cfg(cfg: Mapping[str, Any]) -> None:
     if cfg.get("arch") not in ARCHS:
         raise ConfigError(f"student.arch={cfg.get('arch')!r} is unknown; choose one of {list(ARCHS)}")
     if cfg.get("source") not in SOURCES:
@@ -44,7 +45,7 @@ def _check(cfg: Mapping[str, Any]) -> None:
 
 def load_student(cfg: Mapping[str, Any], cache_dir: Path, tokenizer_texts: Iterable[str] = ()) -> Student:
     """``tokenizer_texts`` trains the tiny student's tokenizer and is ignored otherwise."""
-    _check(cfg)
+    check_student_cfg(cfg)
     arch, source = cfg["arch"], cfg["source"]
     if source == "tiny":
         tokenizer = train_tiny_tokenizer(tokenizer_texts, int(cfg.get("vocab_size", 512)))

@@ -10,8 +10,8 @@ instead of zero by format alone; ``fallback: false`` turns it off for strict sco
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from tailkd.errors import ConfigError
 

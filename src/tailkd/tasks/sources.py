@@ -6,8 +6,9 @@ Every reader yields ``(row, where)`` pairs, ``where`` naming the row for error m
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from tailkd.errors import ConfigError, DataError
 

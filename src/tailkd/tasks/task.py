@@ -8,8 +8,9 @@ example into what the student reads and what it learns to write (rationale, then
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 

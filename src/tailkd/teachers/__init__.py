@@ -1,6 +1,7 @@
 """Teachers: backends behind one annotation record, the budget, the ledger and the collector."""
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.teachers.base import Annotation, Teacher

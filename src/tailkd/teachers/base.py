@@ -7,8 +7,9 @@ final answer. Backends differ in how they produce the text; parsing, pricing and
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import jinja2
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.teachers.base import Annotation
@@ -19,7 +20,7 @@ class Budget:
     max_queries: int | None = None
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> "Budget":
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> Budget:
         max_queries = cfg.get("max_queries")
         if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 1):
             raise ConfigError(f"budget.max_queries must be a positive integer or null (got {max_queries!r})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -105,8 +106,14 @@ class Encoder:
             self._truncated = 0
 
 
-def _as_list(batch):
-    return list(batch)
+class ExampleBatch:
+    """Test questions for generation. Not a list or dataclass on purpose: Lightning would try to move
+    their fields to the device; generation tokenises and moves what it needs."""
+
+    __slots__ = ("examples",)
+
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
 
 
 class DistillDataModule(pl.LightningDataModule):
@@ -142,4 +149,4 @@ class DistillDataModule(pl.LightningDataModule):
         )
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=_as_list)
+        return DataLoader(self.test_examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=ExampleBatch)

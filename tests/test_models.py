@@ -1,0 +1,57 @@
+"""Student loading: tiny, local folders through the hub path, LoRA, and clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from tailkd.errors import ConfigError
+from tailkd.models import generate_texts, load_student
+from tailkd.models.embedded import embedded_model_dir
+
+from helpers import tiny_student
+
+
+def _hub_cfg(location, arch="causal", lora=False):
+    return {
+        "name": "local", "arch": arch, "source": "hub", "pretrained": str(location), "dtype": "float32",
+        "max_length": 64, "lora": {"enabled": lora, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None},
+    }
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_a_saved_student_loads_back_from_a_local_folder(tmp_path, arch):
+    student = tiny_student(arch, init_seed=4)
+    student.model.save_pretrained(tmp_path)
+    student.tokenizer.save_pretrained(tmp_path)
+    loaded = load_student(_hub_cfg(tmp_path, arch), Path("/nonexistent-cache"))
+    assert loaded.arch == arch and type(loaded.model) is type(student.model)
+    student.model.eval()
+    loaded.model.eval()
+    prompts = ["Q: 12 + 7 - 3?", "Question: What is 1 + 2?"]
+    assert generate_texts(loaded, prompts, 6) == generate_texts(student, prompts, 6)
+
+
+def test_lora_trains_only_the_adapters(tmp_path):
+    student = tiny_student(lora=True)
+    trainable = [n for n, p in student.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen = sum(p.numel() for p in student.model.parameters() if not p.requires_grad)
+    assert frozen > sum(p.numel() for p in student.model.parameters() if p.requires_grad)
+
+
+def test_missing_model_names_the_way_out():
+    with pytest.raises(ConfigError, match="local folder"):
+        load_student(_hub_cfg("/no/such/model/folder"), Path("/nonexistent-cache"))
+
+
+@pytest.mark.parametrize("field,value", [("arch", "rnn"), ("source", "ftp"), ("dtype", "int3")])
+def test_bad_student_settings(field, value):
+    cfg = _hub_cfg("/x")
+    cfg[field] = value
+    with pytest.raises(ConfigError, match=f"student.{field}"):
+        load_student(cfg, Path("/nonexistent-cache"))
+
+
+def test_unknown_embedded_model(tmp_path):
+    with pytest.raises(ConfigError, match="not an embedded model"):
+        embedded_model_dir("gpt-5-nano", tmp_path)
