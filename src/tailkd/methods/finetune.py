@@ -76,7 +76,7 @@ class Finetune:
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         started = time.time()
         data = P.load_data(cfg)
-        annotations, ledger = P.buy_annotations(cfg, data, run_dir)
+        annotations, spend = P.buy_annotations(cfg, data, run_dir)
         records = records_from_annotations(
             annotations, data.task, P.examples_by_id(data.train), self.target, self.multitask
         )
@@ -109,8 +109,9 @@ class Finetune:
             "train_pool_size": len(data.train),
             "budget_max_queries": cfg.budget.get("max_queries"),
             "teacher_backend": cfg.teacher.backend,
+            "teacher_model": cfg.teacher.get("model"),
             "teacher_annotation_accuracy": P.annotation_accuracy(annotations, data),
-            **ledger.summary(),
+            **spend,
             "train_steps": int(trainer.global_step),
             "runtime_s": round(time.time() - started, 1),
             "tailkd_version": __version__,

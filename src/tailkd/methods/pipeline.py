@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tailkd.models import Student, load_student
 from tailkd.tasks import Example, TaskData, load_task_data
-from tailkd.teachers import Annotation, Budget, Ledger, build_teacher, collect_annotations
+from tailkd.teachers import Annotation, build_collector, get_selector
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
 from tailkd.training.trainer import build_loggers, build_trainer
 
@@ -44,17 +45,22 @@ def load_data(cfg: DictConfig) -> TaskData:
     return data
 
 
-def buy_annotations(cfg: DictConfig, data: TaskData, run_dir: Path) -> tuple[list[Annotation], Ledger]:
-    """Teacher annotations for up to ``budget.max_queries`` training questions, kept in annotations.jsonl."""
-    teacher = build_teacher(OmegaConf.to_container(cfg.teacher, resolve=True))
-    budget = Budget.from_cfg(cfg.budget)
-    ledger = Ledger()
-    annotations = collect_annotations(
-        data.train, data.task, teacher, budget, ledger,
-        selection=cfg.budget.get("selection", "random"), seed=int(cfg.seed),
+def buy_annotations(cfg: DictConfig, data: TaskData, run_dir: Path) -> tuple[list[Annotation], dict[str, Any]]:
+    """Teacher annotations for the training pool, up to the budget, in the selection's order; every
+    call is in ledger.jsonl, the annotations in annotations.jsonl. Returns them and the spend summary."""
+    collector = build_collector(
+        OmegaConf.to_container(cfg.teacher, resolve=True),
+        OmegaConf.to_container(cfg.budget, resolve=True),
+        data.task,
+        cache_dir=cache_dir(cfg),
+        ledger_path=run_dir / "ledger.jsonl",
     )
+    order = get_selector(cfg.budget.get("selection", "random"))(data.train, random.Random(int(cfg.seed)))
+    annotations = collector.collect(order)
     write_jsonl(run_dir / "annotations.jsonl", (a.to_dict() for a in annotations))
-    return annotations, ledger
+    summary = collector.ledger.summary()
+    summary["teacher_parse_failures"] = sum(a.parse_failed for a in annotations)
+    return annotations, summary
 
 
 def annotation_accuracy(annotations: Sequence[Annotation], data: TaskData) -> float | None:

@@ -131,15 +131,18 @@ class AnswerExtractor:
             return canonical_choice(raw, choices)
         return self.type.canonical(raw)
 
+    def matches(self, text: str) -> list[re.Match]:
+        """Every match of the answer pattern, overlapping ones included: a span like "(.+)" runs to the
+        end of the text, so finditer would stop at the first "the answer is" and never see a later one."""
+        found, pos = [], 0
+        while self.pattern is not None and (match := self.pattern.search(text, pos)) is not None:
+            found.append(match)
+            pos = match.start() + 1
+        return found
+
     def __call__(self, text: str, choices: Mapping[str, str] | None = None) -> str | None:
         if self.pattern is not None:
-            # every match, overlapping ones included: a span like "(.+)" runs to the end of the text,
-            # so finditer would stop at the first "the answer is" and never see a later one
-            spans, pos = [], 0
-            while (match := self.pattern.search(text, pos)) is not None:
-                spans.append(match.group(1) or "")
-                pos = match.start() + 1
-            for span in reversed(spans):
+            for span in reversed([m.group(1) or "" for m in self.matches(text)]):
                 # the span runs to the end of the text: only its first sentence is the answer (a full
                 # stop ends a sentence when a space or the end follows: not in "2.5" or "d.c")
                 head = re.split(r"\.(?=\s|$)|\n", span.strip(), maxsplit=1)[0]

@@ -1,22 +1,56 @@
-"""Teachers: backends behind one annotation record, the budget, the ledger and the collector."""
+"""Teachers: backends behind one annotation record, the budget, the cache, the ledger, the collector."""
+
+from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.base import Annotation, Teacher
-from tailkd.teachers.budget import Budget, Ledger
-from tailkd.teachers.collect import collect_annotations
-from tailkd.teachers.simulated import SimulatedTeacher
+from tailkd.tasks import Task
+from tailkd.teachers.backends import build_backend
+from tailkd.teachers.base import Annotation
+from tailkd.teachers.budget import Budget
+from tailkd.teachers.cache import CompletionCache
+from tailkd.teachers.collect import Collector, RetryPolicy, get_selector
+from tailkd.teachers.ledger import Ledger
+from tailkd.teachers.pricing import resolve_price
 
-BACKENDS = {"simulated": SimulatedTeacher}
-
-
-def build_teacher(cfg: Mapping[str, Any]) -> Teacher:
-    backend = cfg.get("backend")
-    if backend not in BACKENDS:
-        raise ConfigError(f"teacher.backend={backend!r} is unknown; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[backend](cfg)
+CACHE_FILE = "teacher_cache.sqlite"
 
 
-__all__ = ["Annotation", "Budget", "Ledger", "Teacher", "build_teacher", "collect_annotations"]
+def build_collector(
+    teacher: Mapping[str, Any],
+    budget: Mapping[str, Any],
+    task: Task,
+    *,
+    cache_dir: Path,
+    ledger_path: Path | None = None,
+    progress: bool = True,
+) -> Collector:
+    """Everything a collection needs, from the ``teacher`` and ``budget`` config nodes."""
+    backend = build_backend(teacher, cache_dir)
+    get_selector(budget.get("selection", "random"))  # an unknown strategy fails before anything is bought
+    retry = dict(teacher.get("retry") or {})
+    try:
+        retry_policy = RetryPolicy(**retry)
+    except TypeError as err:
+        raise ConfigError(f"teacher.retry: {err}") from err
+    params = {k: teacher.get(k) for k in ("temperature", "max_tokens", "top_p") if teacher.get(k) is not None}
+    return Collector(
+        backend,
+        task,
+        prompt=teacher["prompt"],
+        system_prompt=teacher.get("system_prompt"),
+        params=params,
+        n_samples=int(teacher.get("n_samples", 1)),
+        price=resolve_price(backend.model, teacher.get("price")),
+        budget=Budget.from_cfg(budget),
+        cache=CompletionCache(Path(cache_dir) / CACHE_FILE) if backend.cacheable else None,
+        ledger=Ledger(ledger_path),
+        retry=retry_policy,
+        progress=progress,
+    )
+
+
+__all__ = ["Annotation", "Budget", "Collector", "CompletionCache", "Ledger", "build_collector", "get_selector"]

@@ -1,33 +1,67 @@
-"""What a run may spend on the teacher, and the ledger of what it spent."""
+"""What a run may spend on the teacher, enforced under concurrency.
+
+Limits: ``max_queries`` (teacher answers used), ``max_tokens`` (input + output), ``max_usd``; any
+combination, null for none. A request is sent only after its worst case is reserved (input at most
+one token per byte plus chat overhead, output at most ``max_tokens``), and the reservation is
+replaced by the true figures when the answer arrives, so the caps hold with any number of requests
+in flight. A failed request is not charged.
+
+Answers served from the cache count against the budget at what they cost when bought: a run's data,
+and so its results, must not depend on what earlier runs happened to buy. What was paid now is
+reported separately.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.base import Annotation
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Budget:
-    """``max_queries``: how many training questions may get a teacher annotation (None: all)."""
+class Spend:
+    queries: int = 0
+    tokens: int = 0
+    usd: float = 0.0
 
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.queries + other.queries, self.tokens + other.tokens, self.usd + other.usd)
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(self.queries - other.queries, self.tokens - other.tokens, self.usd - other.usd)
+
+
+@dataclass(frozen=True)
+class Budget:
     max_queries: int | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> Budget:
-        max_queries = cfg.get("max_queries")
-        if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 1):
-            raise ConfigError(f"budget.max_queries must be a positive integer or null (got {max_queries!r})")
-        return cls(max_queries)
+        max_queries, max_tokens, max_usd = cfg.get("max_queries"), cfg.get("max_tokens"), cfg.get("max_usd")
+        for name, value in (("max_queries", max_queries), ("max_tokens", max_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"budget.{name} must be a positive integer or null (got {value!r})")
+        if max_usd is not None and (isinstance(max_usd, bool) or not isinstance(max_usd, (int, float)) or max_usd <= 0):
+            raise ConfigError(f"budget.max_usd must be a positive number or null (got {max_usd!r})")
+        return cls(max_queries, max_tokens, None if max_usd is None else float(max_usd))
+
+    def allows(self, spend: Spend) -> bool:
+        return (
+            (self.max_queries is None or spend.queries <= self.max_queries)
+            and (self.max_tokens is None or spend.tokens <= self.max_tokens)
+            and (self.max_usd is None or spend.usd <= self.max_usd + 1e-12)
+        )
 
     def queries_for_pool(self, pool_size: int) -> int:
-        """The number of questions to buy; a budget larger than the pool is capped, and said so."""
+        """How many answers to aim for; a budget larger than the pool is capped, and said so."""
         if self.max_queries is None:
             return pool_size
         if self.max_queries > pool_size:
@@ -39,19 +73,40 @@ class Budget:
         return self.max_queries
 
 
-@dataclass
-class Ledger:
-    """Every teacher call a run paid for."""
+class BudgetGuard:
+    """Thread-safe spent + reserved accounting against a :class:`Budget`."""
 
-    entries: list[Annotation] = field(default_factory=list)
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.spent = Spend()
+        self.reserved = Spend()
+        self._lock = threading.Lock()
 
-    def record(self, annotations: list[Annotation]) -> None:
-        self.entries.extend(annotations)
+    def try_reserve(self, worst_case: Spend) -> bool:
+        with self._lock:
+            if not self.budget.allows(self.spent + self.reserved + worst_case):
+                return False
+            self.reserved = self.reserved + worst_case
+            return True
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "teacher_queries": len(self.entries),
-            "teacher_tokens": sum(a.input_tokens + a.output_tokens for a in self.entries),
-            "teacher_cost_usd": round(sum(a.cost_usd for a in self.entries), 6),
-            "teacher_parse_failures": sum(a.parse_failed for a in self.entries),
-        }
+    def try_charge(self, actual: Spend) -> bool:
+        """Charge a known cost (a cached answer) if it fits."""
+        with self._lock:
+            if not self.budget.allows(self.spent + self.reserved + actual):
+                return False
+            self.spent = self.spent + actual
+            return True
+
+    def budget_left(self) -> str:
+        b, used = self.budget, self.spent + self.reserved
+        parts = [f"{b.max_queries - used.queries} queries" if b.max_queries else "",
+                 f"{b.max_tokens - used.tokens} tokens" if b.max_tokens else "",
+                 f"{b.max_usd - used.usd:.6f} USD" if b.max_usd else ""]
+        return ", ".join(p for p in parts if p) or "no limit"
+
+    def settle(self, reservation: Spend, actual: Spend | None) -> None:
+        """Replace a reservation by what the request really cost (None: it failed, nothing charged)."""
+        with self._lock:
+            self.reserved = self.reserved - reservation
+            if actual is not None:
+                self.spent = self.spent + actual

@@ -1,21 +1,37 @@
-"""Buy teacher annotations for a task's training pool, up to the budget."""
+"""Buy teacher annotations for a task's training pool: selection order, cache, budget, concurrency,
+retries and the ledger, once for every backend."""
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from tqdm.auto import tqdm
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
-from tailkd.teachers.base import Annotation, Teacher
-from tailkd.teachers.budget import Budget, Ledger
+from tailkd.teachers.backends.base import Backend, Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.base import Annotation, split_rationale
+from tailkd.teachers.budget import Budget, BudgetGuard, Spend
+from tailkd.teachers.cache import CompletionCache
+from tailkd.teachers.ledger import Ledger
+from tailkd.teachers.pricing import Price
 
-# (pool, how many, rng) -> the examples to buy, in buying order
-Selector = Callable[[Sequence[Example], int, random.Random], list[Example]]
+log = logging.getLogger(__name__)
+
+# (pool, rng) -> the pool in buying order
+Selector = Callable[[Sequence[Example], random.Random], list[Example]]
 
 
-def select_random(pool: Sequence[Example], k: int, rng: random.Random) -> list[Example]:
-    return rng.sample(list(pool), k)
+def select_random(pool: Sequence[Example], rng: random.Random) -> list[Example]:
+    return rng.sample(list(pool), len(pool))
 
 
 SELECTORS: dict[str, Selector] = {"random": select_random}
@@ -27,17 +43,213 @@ def get_selector(name: str) -> Selector:
     return SELECTORS[name]
 
 
-def collect_annotations(
-    pool: Sequence[Example],
-    task: Task,
-    teacher: Teacher,
-    budget: Budget,
-    ledger: Ledger,
-    *,
-    selection: str = "random",
-    seed: int = 0,
-) -> list[Annotation]:
-    chosen = get_selector(selection)(pool, budget.queries_for_pool(len(pool)), random.Random(seed))
-    annotations = teacher.annotate(chosen, task)
-    ledger.record(annotations)
-    return annotations
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; a server's Retry-After is honoured when it asks for longer."""
+
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        backoff = min(self.max_delay_s, self.base_delay_s * 2**attempt) * rng.uniform(0.5, 1.5)
+        return max(backoff, retry_after or 0.0)
+
+
+# chat overhead per message, on top of one token per byte: an upper bound for any BPE tokenizer
+_MESSAGE_OVERHEAD_TOKENS = 8
+
+
+@dataclass
+class _Outcome:
+    completion: Completion | None
+    cost_usd: float
+    error: str | None
+    attempts: int
+
+
+class Collector:
+    def __init__(
+        self,
+        backend: Backend,
+        task: Task,
+        *,
+        prompt: str,
+        system_prompt: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        n_samples: int = 1,
+        price: Price = Price(),
+        budget: Budget = Budget(),
+        cache: CompletionCache | None = None,
+        ledger: Ledger | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        progress: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if n_samples < 1:
+            raise ConfigError(f"teacher.n_samples must be >= 1 (got {n_samples})")
+        try:
+            self._prompt = jinja2.Template(prompt, undefined=jinja2.StrictUndefined)
+        except jinja2.TemplateError as err:
+            raise ConfigError(f"teacher.prompt does not parse: {err}") from err
+        self.backend = backend
+        self.task = task
+        self.system_prompt = system_prompt
+        self.params = tuple(sorted(dict(params or {}).items()))
+        self.n_samples = int(n_samples)
+        self.price = price
+        self.budget = budget
+        self.cache = cache if backend.cacheable else None
+        self.ledger = ledger or Ledger()
+        self.retry = retry
+        self.progress = progress
+        self._sleep = sleep
+        self._rng = random.Random(0)
+        self._failures = 0
+
+    # -- requests ----------------------------------------------------------------------------------
+    def requests_for(self, example: Example) -> list[TeacherRequest]:
+        try:
+            user = self._prompt.render(question=example.question)
+        except jinja2.TemplateError as err:
+            raise ConfigError(f"teacher.prompt does not render: {err}") from err
+        messages = ((("system", self.system_prompt),) if self.system_prompt else ()) + (("user", user),)
+        return [TeacherRequest(example.id, messages, self.params, i) for i in range(self.n_samples)]
+
+    def _worst_case(self, request: TeacherRequest) -> Spend:
+        max_out = int(request.param("max_tokens", 1024))
+        max_in = sum(len(c.encode()) + _MESSAGE_OVERHEAD_TOKENS for _, c in request.messages)
+        return Spend(1, max_in + max_out, self.price.cost(max_in, max_out))
+
+    # -- the run -----------------------------------------------------------------------------------
+    def collect(self, order: Sequence[Example]) -> list[Annotation]:
+        """Annotations for the questions in ``order``, bought in that order until the budget or the
+        questions run out. Failed questions are skipped (and logged), so the next one is bought."""
+        self.backend.prepare(self.task, order)
+        planned = self.budget.queries_for_pool(len(order) * self.n_samples)
+        queue = deque(enumerate(r for e in order for r in self.requests_for(e)))
+        guard = BudgetGuard(self.budget)
+        results: dict[int, Annotation] = {}
+        in_flight: dict[Future, list[tuple[int, TeacherRequest, Spend]]] = {}
+        bar = tqdm(total=planned, desc=f"teacher {self.backend.name}", unit="q", disable=not self.progress)
+        stopped = False
+        with ThreadPoolExecutor(max_workers=max(1, self.backend.max_concurrency)) as pool:
+            while True:
+                while not stopped and queue and len(in_flight) < max(1, self.backend.max_concurrency):
+                    batch, blocked = self._next_batch(queue, guard, results, bar)
+                    if batch:
+                        in_flight[pool.submit(self._call, [r for _, r, _ in batch])] = batch
+                    if blocked:
+                        stopped = not in_flight  # nothing in flight can free budget: done
+                        break
+                if not in_flight:
+                    break
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    batch = in_flight.pop(future)
+                    for (index, request, reserved), outcome in zip(batch, future.result()):
+                        self._settle(index, request, reserved, outcome, guard, results)
+                        bar.update(1 if outcome.completion else 0)
+                bar.set_postfix(usd=f"{guard.spent.usd:.4f}", failed=self._failures)
+        bar.close()
+        if len(results) < planned:
+            log.warning(
+                "got %d of %d planned teacher answers: %d failed, and the budget (%s) had %s left when a "
+                "request's worst case (input bytes + max_tokens) no longer fitted",
+                len(results), planned, self._failures, self.budget, guard.budget_left(),
+            )
+        return [results[i] for i in sorted(results)]
+
+    def _next_batch(self, queue, guard: BudgetGuard, results, bar) -> tuple[list, bool]:
+        """Up to ``batch_size`` requests with budget reserved; cache hits are served on the way."""
+        batch: list[tuple[int, TeacherRequest, Spend]] = []
+        while queue and len(batch) < max(1, self.backend.batch_size):
+            index, request = queue[0]
+            key = request.cache_key(self.backend.name, self.backend.model) if self.cache else None
+            hit = self.cache.get(key) if key else None
+            if hit is not None:
+                completion, cost = hit
+                if not guard.try_charge(Spend(1, completion.input_tokens + completion.output_tokens, cost)):
+                    return batch, True
+                queue.popleft()
+                results[index] = self._annotation(request, completion, cost, cache_hit=True)
+                self._log(request, completion, cost, "cache_hit", attempts=0)
+                bar.update(1)
+                continue
+            worst = self._worst_case(request)
+            if not guard.try_reserve(worst):
+                return batch, True
+            queue.popleft()
+            batch.append((index, request, worst))
+        return batch, False
+
+    def _call(self, requests: list[TeacherRequest]) -> list[_Outcome]:
+        """Runs in a worker thread: the backend call with retries. Every answer is cached and logged
+        here, the moment it arrives, so a crash after this point loses nothing that was paid for."""
+        outcomes: list[_Outcome | None] = [None] * len(requests)
+        attempts = [0] * len(requests)
+        pending = list(range(len(requests)))
+        for attempt in range(self.retry.max_attempts):
+            try:
+                answers = self.backend.complete([requests[i] for i in pending])
+            except Exception as err:  # a backend bug must not kill the other requests in flight
+                answers = [TeacherCallError(f"{type(err).__name__}: {err}", retryable=True)] * len(pending)
+            retry, wait_s = [], 0.0
+            for i, answer in zip(pending, answers):
+                attempts[i] += 1
+                if isinstance(answer, Completion):
+                    cost = float(answer.meta.get("recorded_cost_usd", self.price.cost(answer.input_tokens, answer.output_tokens)))
+                    if self.cache is not None:
+                        self.cache.put(requests[i].cache_key(self.backend.name, self.backend.model),
+                                       self.backend.name, answer, cost)
+                    status = "replayed" if self.backend.name == "recorded" else "paid"
+                    self._log(requests[i], answer, cost, status, attempts[i])
+                    outcomes[i] = _Outcome(answer, cost, None, attempts[i])
+                elif answer.retryable and attempt + 1 < self.retry.max_attempts:
+                    retry.append(i)
+                    wait_s = max(wait_s, self.retry.delay(attempt, answer.retry_after, self._rng))
+                else:
+                    self.ledger.record(example_id=requests[i].example_id, sample_index=requests[i].sample_index,
+                                       backend=self.backend.name, model=self.backend.model, status="failed",
+                                       error=str(answer), attempts=attempts[i], input_tokens=0,
+                                       output_tokens=0, cost_usd=0.0)
+                    outcomes[i] = _Outcome(None, 0.0, str(answer), attempts[i])
+            if not retry:
+                break
+            self._sleep(wait_s)
+            pending = retry
+        return outcomes  # type: ignore[return-value]
+
+    def _settle(self, index, request, reserved: Spend, outcome: _Outcome, guard: BudgetGuard, results) -> None:
+        if outcome.completion is None:
+            guard.settle(reserved, None)
+            self._failures += 1
+            log.warning("teacher gave no answer for %s (sample %d) after %d attempts: %s",
+                        request.example_id, request.sample_index, outcome.attempts, outcome.error)
+            return
+        c = outcome.completion
+        guard.settle(reserved, Spend(1, c.input_tokens + c.output_tokens, outcome.cost_usd))
+        results[index] = self._annotation(request, c, outcome.cost_usd, cache_hit=False)
+
+    def _annotation(self, request: TeacherRequest, completion: Completion, cost: float, cache_hit: bool) -> Annotation:
+        rationale, answer = split_rationale(completion.text, self.task)
+        return Annotation(
+            example_id=request.example_id,
+            prompt=request.prompt,
+            text=completion.text,
+            rationale=rationale,
+            answer=answer,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=cost,
+            backend=self.backend.name,
+            model=completion.model,
+            meta={**completion.meta, "sample_index": request.sample_index, "cache_hit": cache_hit},
+        )
+
+    def _log(self, request: TeacherRequest, completion: Completion, cost: float, status: str, attempts: int) -> None:
+        self.ledger.record(
+            example_id=request.example_id, sample_index=request.sample_index, backend=self.backend.name,
+            model=completion.model, status=status, input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens, cost_usd=cost, attempts=attempts,
+        )

@@ -1,4 +1,4 @@
-"""A controlled imperfect teacher: the gold rationale and answer, corrupted for a share of questions.
+"""A controlled imperfect teacher backend: the gold rationale and answer, corrupted for a share of questions.
 
 Which questions are corrupted, and how, depends only on ``teacher.seed`` and the question id, so a
 question gets the same annotation whatever budget or selection buys it (as a cached API answer would).
@@ -20,7 +20,8 @@ from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
-from tailkd.teachers.base import Annotation, Price, approx_tokens, price_from_cfg, render_teacher_prompt
+from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.base import approx_tokens
 
 KINDS = ("wrong_answer", "wrong_step")
 _INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
@@ -69,13 +70,17 @@ def _wrong_step(rationale: str, answer: str, rng: random.Random) -> str | None:
     return rationale[: target.start()] + str(wrong) + rationale[target.end():]
 
 
-class SimulatedTeacher:
-    backend = "simulated"
+class SimulatedBackend:
+    """Writes its answers from the gold of the questions it is asked about (see the module docstring)."""
+
+    name = "simulated"
+    cacheable = False  # free and deterministic; and identical questions may carry different ids
+    max_concurrency = 1
+    batch_size = 4096
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.model: str = cfg.get("model", "simulated-gold")
         self.seed = int(cfg.get("seed", 0))
-        self.prompt_template: str = cfg["prompt"]
         corruption = cfg.get("corruption") or {}
         self.error_rate = float(corruption.get("rate", 0.0))
         if not 0.0 <= self.error_rate <= 1.0:
@@ -87,12 +92,27 @@ class SimulatedTeacher:
         if any(float(w) < 0 for w in kinds.values()) or sum(float(w) for w in kinds.values()) <= 0:
             raise ConfigError(f"teacher.corruption.kinds needs non-negative weights, some positive: {kinds}")
         self.kinds = {k: float(w) for k, w in kinds.items()}
-        self.price: Price = price_from_cfg(cfg)
+        self._task: Task | None = None
+        self._examples: dict[str, Example] = {}
 
-    def annotate(self, examples: Sequence[Example], task: Task) -> list[Annotation]:
-        return [self._annotate_one(example, task) for example in examples]
+    def prepare(self, task: Task, examples: Sequence[Example]) -> None:
+        self._task = task
+        self._examples.update({e.id: e for e in examples})
 
-    def _annotate_one(self, example: Example, task: Task) -> Annotation:
+    def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
+        out: list[Completion | TeacherCallError] = []
+        for request in requests:
+            example = self._examples.get(request.example_id)
+            if example is None or self._task is None:
+                out.append(TeacherCallError(f"no gold for question {request.example_id}", retryable=False))
+                continue
+            text, kind = self.answer(example, self._task)
+            out.append(Completion(text, approx_tokens(request.prompt), approx_tokens(text), self.model,
+                                  {"corruption": kind}))
+        return out
+
+    def answer(self, example: Example, task: Task) -> tuple[str, str | None]:
+        """The annotation text for ``example`` and its corruption kind (None: faithful)."""
         rng = random.Random(f"{self.seed}:{example.id}")
         rationale, answer, kind = example.rationale, example.answer, None
         if rng.random() < self.error_rate:
@@ -105,19 +125,4 @@ class SimulatedTeacher:
                 answer = _wrong_answer(example.answer, task.extractor.type.name, example, rng)
                 if rationale:
                     rationale = _replace_last(rationale, example.answer, answer)
-        text = task.target(rationale, answer).strip()
-        prompt = render_teacher_prompt(self.prompt_template, example)
-        input_tokens, output_tokens = approx_tokens(prompt), approx_tokens(text)
-        return Annotation(
-            example_id=example.id,
-            prompt=prompt,
-            text=text,
-            rationale=rationale,
-            answer=answer,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=self.price.cost(input_tokens, output_tokens),
-            backend=self.backend,
-            model=self.model,
-            meta={"corruption": kind},
-        )
+        return task.target(rationale, answer).strip(), kind

@@ -1,0 +1,60 @@
+"""``tailkd-collect``: annotate a task's training pool with the teacher, up to the budget."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from tailkd.config import config_dir
+from tailkd.errors import TailkdError
+
+log = logging.getLogger("tailkd")
+
+
+def run(cfg: DictConfig) -> dict:
+    from tailkd.methods.pipeline import buy_annotations, load_data, write_results
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    data = load_data(cfg)
+    annotations, spend = buy_annotations(cfg, data, run_dir)
+    results = {
+        "task": data.task.name,
+        "teacher_backend": cfg.teacher.backend,
+        "teacher_model": cfg.teacher.get("model"),
+        "seed": int(cfg.seed),
+        "train_pool_size": len(data.train),
+        "num_annotations": len(annotations),
+        **{k: cfg.budget.get(k) for k in ("max_queries", "max_tokens", "max_usd")},
+        **spend,
+    }
+    write_results(run_dir, results)
+    log.info("%d annotations (%d from the cache), %.4f USD paid now; in %s", len(annotations),
+             spend["teacher_cache_hits"], spend["teacher_paid_usd"], run_dir / "annotations.jsonl")
+    print(json.dumps(results, indent=2))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="collect")
+def _main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except TailkdError as err:
+        log.error("tailkd-collect: %s", err)
+        sys.exit(2)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

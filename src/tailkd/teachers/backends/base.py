@@ -1,0 +1,83 @@
+"""What a teacher backend does: turn one request into one completion, or fail saying whether a retry
+could help. Caching, budgets, retries, concurrency and parsing live in the collector, once for all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One paid call: a question's chat messages, the decoding parameters, and which sample it is."""
+
+    example_id: str
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    params: tuple[tuple[str, Any], ...]  # sorted decoding parameters: temperature, max_tokens, ...
+    sample_index: int = 0
+
+    @property
+    def prompt(self) -> str:
+        return "\n\n".join(content for _, content in self.messages)
+
+    def chat(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return dict(self.params).get(name, default)
+
+    def cache_key(self, backend: str, model: str) -> str:
+        """Content hash of everything that decides the answer, and nothing else (no question id)."""
+        payload = json.dumps(
+            {"backend": backend, "model": model, "messages": self.messages, "params": self.params,
+             "sample": self.sample_index},
+            sort_keys=True, ensure_ascii=False, default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TeacherCallError(Exception):
+    """A call that did not produce a usable completion. ``retryable``: a later try may succeed (429,
+    5xx, time-out, broken body); ``retry_after``: seconds the server asked us to wait, if it said."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Backend(Protocol):
+    """A teacher backend.
+
+    ``complete`` gets at most ``batch_size`` requests and returns one result per request, in order;
+    it never raises for a single request's failure, it returns a :class:`TeacherCallError` in its
+    place. The collector runs up to ``max_concurrency`` calls of ``complete`` at once (threads), so
+    a backend that holds a local model sets ``max_concurrency = 1`` and batches instead. Only
+    ``cacheable`` backends go through the persistent cache (a replay or a simulation is free).
+    ``prepare`` is called once before any request with the task and the questions that may be asked.
+    """
+
+    name: str
+    model: str
+    max_concurrency: int
+    batch_size: int
+    cacheable: bool
+
+    def prepare(self, task: Any, examples: Sequence[Any]) -> None: ...
+
+    def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]: ...
