@@ -98,3 +98,33 @@ def test_impossible_settings(tmp_path, override, needle):
     _fails_with(proc, needle)
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "annotations.jsonl").exists()  # refused before anything was bought
+
+
+def test_tail_smoke_writes_signals_and_records_the_warmup(tmp_path):
+    proc = train(tmp_path, "experiment=smoke", "method=tail", "signals=all", "logger=csv", "teacher.corruption.rate=0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["method"] == "tail" and results["signals"] == ["self_consistency", "ta_student", "ta_teacher"]
+    assert results["warmup_examples"] == 6 and results["warmup_steps"] == 1  # 0.2 x 32, one batch
+    assert results["teacher_queries"] == 32 and results["num_train_examples"] == 32
+    for name in ("self_consistency", "ta_student", "ta_teacher", "weight"):
+        assert results[f"auroc_{name}"] is None or 0.0 <= results[f"auroc_{name}"] <= 1.0
+    rows = _jsonl(tmp_path / "signals.jsonl")
+    assert len(rows) == 32 and len({r["id"] for r in rows}) == 32
+    assert all({"self_consistency", "ta_student", "ta_teacher"} <= set(r) for r in rows)
+    assert len({round(r["weight"], 6) for r in rows}) > 5  # the weight varies
+    assert any(r["teacher_correct"] is False for r in rows)
+    assert "warmup/train/loss" in (tmp_path / "csv" / "metrics.csv").read_text()
+
+
+def test_tail_filter_and_select_modes(tmp_path):
+    proc = train(tmp_path / "f", "experiment=smoke", "method=tail", "signals=ta_teacher", "signals.use=filter", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = json.loads((tmp_path / "f" / "results.json").read_text())["num_train_examples"]
+    weights = [r["weight"] for r in _jsonl(tmp_path / "f" / "signals.jsonl")]
+    assert set(weights) <= {0.0, 1.0} and kept == sum(weights) < 32
+    proc = train(tmp_path / "s", "experiment=smoke", "method=tail_no_warmup", "signals=select", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert results["warmup_examples"] == 0 and results["signals_use"] == "select"
+    assert all(r["weight"] == 1.0 for r in _jsonl(tmp_path / "s" / "signals.jsonl"))

@@ -17,13 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tailkd import __version__
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
 from tailkd.tasks import Task
 from tailkd.teachers import Annotation
 from tailkd.training import TrainRecord
-from tailkd.training.trainer import finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +34,15 @@ def records_from_annotations(
     questions: Mapping[str, Any],
     target: str = "rationale",
     multitask: Mapping[str, Any] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list[TrainRecord]:
-    """One record per parsed annotation; annotations whose answer could not be parsed are skipped
-    (they stay in annotations.jsonl, paid for and visible)."""
+    """One record per parsed annotation, weighted by ``weights[example_id]`` (default 1; weight 0
+    drops it). Annotations whose answer could not be parsed are skipped (they stay in
+    annotations.jsonl, paid for and visible)."""
     records = []
     for a in annotations:
-        if a.parse_failed:
+        weight = 1.0 if weights is None else weights[a.example_id]
+        if a.parse_failed or weight == 0:
             continue
         prompt = task.prompt(questions[a.example_id])
         full_target = task.target(a.rationale, a.answer)
@@ -49,15 +50,15 @@ def records_from_annotations(
             records.append(TrainRecord(
                 a.example_id,
                 multitask["label_prefix"] + prompt, task.answer_target(a.answer),
-                aux_prompt=multitask["rationale_prefix"] + prompt, aux_target=full_target,
+                weight=weight, aux_prompt=multitask["rationale_prefix"] + prompt, aux_target=full_target,
             ))
         else:
             records.append(TrainRecord(
-                a.example_id, prompt, full_target if target == "rationale" else task.answer_target(a.answer)
+                a.example_id, prompt, full_target if target == "rationale" else task.answer_target(a.answer), weight
             ))
-    skipped = len(annotations) - len(records)
-    if skipped:
-        log.warning("%d teacher annotations had no parseable answer and are not trained on", skipped)
+    unparsed = sum(a.parse_failed for a in annotations)
+    if unparsed:
+        log.warning("%d teacher annotations had no parseable answer and are not trained on", unparsed)
     return records
 
 
@@ -96,27 +97,8 @@ class Finetune:
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
         P.write_jsonl(run_dir / "predictions.jsonl", predictions)
 
-        results = {
-            "task": data.task.name,
-            "task_version": data.task.version,
-            "method": self.name,
-            "student": cfg.student.name,
-            "seed": int(cfg.seed),
-            "test_accuracy": accuracy,
-            "test_accuracy_before": accuracy_before,
-            "num_test_examples": len(predictions),
-            "num_train_examples": len(records),
-            "train_pool_size": len(data.train),
-            "budget_max_queries": cfg.budget.get("max_queries"),
-            "teacher_backend": cfg.teacher.backend,
-            "teacher_model": cfg.teacher.get("model"),
-            "teacher_annotation_accuracy": P.annotation_accuracy(annotations, data),
-            **spend,
-            "train_steps": int(trainer.global_step),
-            "runtime_s": round(time.time() - started, 1),
-            "tailkd_version": __version__,
-        }
-        for logger in loggers:
-            logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))})
-        finish_loggers(loggers)
+        results = P.results_base(cfg, data, self.name, annotations, spend, trainer, started)
+        results.update(test_accuracy=accuracy, test_accuracy_before=accuracy_before,
+                       num_test_examples=len(predictions), num_train_examples=len(records))
+        P.finish_logging(loggers, results)
         return results

@@ -7,17 +7,19 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tailkd import __version__
 from tailkd.models import Student, load_student
 from tailkd.tasks import Example, TaskData, load_task_data
-from tailkd.teachers import Annotation, build_collector, get_selector
+from tailkd.teachers import Annotation, Collector, build_collector, get_selector
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
-from tailkd.training.trainer import build_loggers, build_trainer
+from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +47,35 @@ def load_data(cfg: DictConfig) -> TaskData:
     return data
 
 
-def buy_annotations(cfg: DictConfig, data: TaskData, run_dir: Path) -> tuple[list[Annotation], dict[str, Any]]:
-    """Teacher annotations for the training pool, up to the budget, in the selection's order; every
-    call is in ledger.jsonl, the annotations in annotations.jsonl. Returns them and the spend summary."""
-    collector = build_collector(
+def make_collector(cfg: DictConfig, data: TaskData, run_dir: Path) -> Collector:
+    """The run's collector: every call goes to run_dir/ledger.jsonl and through the shared cache."""
+    return build_collector(
         OmegaConf.to_container(cfg.teacher, resolve=True),
         OmegaConf.to_container(cfg.budget, resolve=True),
         data.task,
         cache_dir=cache_dir(cfg),
         ledger_path=run_dir / "ledger.jsonl",
     )
-    order = get_selector(cfg.budget.get("selection", "random"))(data.train, random.Random(int(cfg.seed)))
-    annotations = collector.collect(order)
+
+
+def buying_order(cfg: DictConfig, data: TaskData) -> list[Example]:
+    return get_selector(cfg.budget.get("selection", "random"))(data.train, random.Random(int(cfg.seed)))
+
+
+def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_dir: Path) -> dict[str, Any]:
+    """Writes annotations.jsonl; returns the ledger's totals."""
     write_jsonl(run_dir / "annotations.jsonl", (a.to_dict() for a in annotations))
     summary = collector.ledger.summary()
     summary["teacher_parse_failures"] = sum(a.parse_failed for a in annotations)
-    return annotations, summary
+    return summary
+
+
+def buy_annotations(cfg: DictConfig, data: TaskData, run_dir: Path) -> tuple[list[Annotation], dict[str, Any]]:
+    """Teacher annotations for the training pool, up to the budget, in the selection's order; every
+    call is in ledger.jsonl, the annotations in annotations.jsonl. Returns them and the spend summary."""
+    collector = make_collector(cfg, data, run_dir)
+    annotations = collector.collect(buying_order(cfg, data))
+    return annotations, spend_summary(collector, annotations, run_dir)
 
 
 def annotation_accuracy(annotations: Sequence[Annotation], data: TaskData) -> float | None:
@@ -92,10 +107,15 @@ def make_module(cfg: DictConfig, student: Student, data: TaskData, **method_kwar
     )
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path):
+def make_loggers(cfg: DictConfig, run_dir: Path):
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     run_name = f"{cfg.task.name}-{cfg.method.name}-{cfg.student.name}-s{cfg.seed}"
-    loggers = build_loggers(cfg.logger, run_dir, run_name, flat)
+    return build_loggers(cfg.logger, run_dir, run_name, flat)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers=None):
+    """A Lightning Trainer; pass the loggers of an earlier stage to keep one CSV file and W&B run."""
+    loggers = loggers if loggers is not None else make_loggers(cfg, run_dir)
     return build_trainer(cfg.trainer.pl, loggers, run_dir), loggers
 
 
@@ -104,6 +124,50 @@ def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[floa
     trainer.test(module, datamodule=datamodule, verbose=False)
     log.info("%s accuracy: %.4f on %d questions", tag, module.accuracy, len(module.predictions))
     return module.accuracy, list(module.predictions)
+
+
+def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spend: dict, trainer, started: float):
+    """The fields every method's results.json has, besides its accuracies."""
+    return {
+        "task": data.task.name,
+        "task_version": data.task.version,
+        "method": method,
+        "student": cfg.student.name,
+        "seed": int(cfg.seed),
+        "train_pool_size": len(data.train),
+        "budget_max_queries": cfg.budget.get("max_queries"),
+        "budget_max_usd": cfg.budget.get("max_usd"),
+        "teacher_backend": cfg.teacher.backend,
+        "teacher_model": cfg.teacher.get("model"),
+        "teacher_annotation_accuracy": annotation_accuracy(annotations, data),
+        **spend,
+        "train_steps": int(trainer.global_step),
+        "runtime_s": round(time.time() - started, 1),
+        "tailkd_version": __version__,
+    }
+
+
+def log_signals(loggers, rows: Sequence[dict[str, Any]]) -> None:
+    """The per-example signal table and weight histogram, to W&B (the CSV gets signals.jsonl instead)."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger" or not rows:
+            continue
+        import wandb
+
+        names = [n for n in ("self_consistency", "ta_student", "ta_teacher") if n in rows[0]]
+        columns = ["id", "teacher_correct", "corruption", "weight"] + [f"{n}_value" for n in names]
+        data = [[r["id"], r.get("teacher_correct"), r.get("corruption"), r["weight"]]
+                + [r[n].get("value") for n in names] for r in rows]
+        logger.log_table(key="signals/examples", columns=columns, data=data)
+        histograms = {"signals/weight": wandb.Histogram([r["weight"] for r in rows])}
+        histograms.update({f"signals/{n}": wandb.Histogram([r[n]["value"] for r in rows]) for n in names})
+        logger.experiment.log(histograms)
+
+
+def finish_logging(loggers, results: dict[str, Any]) -> None:
+    for logger in loggers:
+        logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))})
+    finish_loggers(loggers)
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:

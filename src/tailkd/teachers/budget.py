@@ -53,6 +53,21 @@ class Budget:
             raise ConfigError(f"budget.max_usd must be a positive number or null (got {max_usd!r})")
         return cls(max_queries, max_tokens, None if max_usd is None else float(max_usd))
 
+    def scaled(self, fraction: float) -> Budget:
+        """A ``fraction`` of every limit (at least one query): TAiL's warm-up share."""
+        return Budget(
+            None if self.max_queries is None else max(1, round(self.max_queries * fraction)),
+            None if self.max_tokens is None else max(1, round(self.max_tokens * fraction)),
+            None if self.max_usd is None else self.max_usd * fraction,
+        )
+
+    def minus(self, spent: Spend) -> Budget:
+        return Budget(
+            None if self.max_queries is None else self.max_queries - spent.queries,
+            None if self.max_tokens is None else self.max_tokens - spent.tokens,
+            None if self.max_usd is None else self.max_usd - spent.usd,
+        )
+
     def allows(self, spend: Spend) -> bool:
         return (
             (self.max_queries is None or spend.queries <= self.max_queries)

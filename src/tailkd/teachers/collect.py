@@ -122,13 +122,15 @@ class Collector:
         return Spend(1, max_in + max_out, self.price.cost(max_in, max_out))
 
     # -- the run -----------------------------------------------------------------------------------
-    def collect(self, order: Sequence[Example]) -> list[Annotation]:
-        """Annotations for the questions in ``order``, bought in that order until the budget or the
-        questions run out. Failed questions are skipped (and logged), so the next one is bought."""
+    def collect(self, order: Sequence[Example], budget: Budget | None = None) -> list[Annotation]:
+        """Annotations for the questions in ``order``, bought in that order until the budget (the
+        collector's, or ``budget`` for this call) or the questions run out. Failed questions are
+        skipped (and logged), so the next one is bought."""
+        budget = budget or self.budget
         self.backend.prepare(self.task, order)
-        planned = self.budget.queries_for_pool(len(order) * self.n_samples)
+        planned = budget.queries_for_pool(len(order) * self.n_samples)
         queue = deque(enumerate(r for e in order for r in self.requests_for(e)))
-        guard = BudgetGuard(self.budget)
+        guard = BudgetGuard(budget)
         results: dict[int, Annotation] = {}
         in_flight: dict[Future, list[tuple[int, TeacherRequest, Spend]]] = {}
         bar = tqdm(total=planned, desc=f"teacher {self.backend.name}", unit="q", disable=not self.progress)
@@ -156,7 +158,7 @@ class Collector:
             log.warning(
                 "got %d of %d planned teacher answers: %d failed, and the budget (%s) had %s left when a "
                 "request's worst case (input bytes + max_tokens) no longer fitted",
-                len(results), planned, self._failures, self.budget, guard.budget_left(),
+                len(results), planned, self._failures, budget, guard.budget_left(),
             )
         return [results[i] for i in sorted(results)]
 

@@ -40,6 +40,7 @@ class DistillModule(pl.LightningModule):
         self.eval_prompt_prefix = eval_prompt_prefix
         self.stop = list(stop)
         self.eval_tag = "test"
+        self.log_prefix = ""  # "warmup/" while a two-stage method warms the student up
         self.predictions: list[dict[str, Any]] = []
         self._fused = False
 
@@ -66,8 +67,8 @@ class DistillModule(pl.LightningModule):
         losses = self.example_losses(batch)
         loss = weighted_mean(losses, batch["weight"])
         size = len(batch["ids"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/unweighted_loss", losses.detach().mean(), batch_size=size)
+        self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=size)
+        self.log(f"{self.log_prefix}train/unweighted_loss", losses.detach().mean(), batch_size=size)
         return loss
 
     def configure_optimizers(self):

@@ -1,0 +1,126 @@
+"""The teaching assistant: a model that scores how much it believes an output (rationale + answer).
+
+Two readings from one teacher-forced forward pass per batch:
+- ``mean_logprob``: the target's log-likelihood given the question, averaged over its tokens;
+- ``answer_prob``: the probability of the answer's tokens given the question and the rationale.
+``confidence`` combines them (``ta.confidence``): ``likelihood`` = exp(mean_logprob), the per-token
+geometric-mean probability; ``answer`` = answer_prob; ``mean`` (our default) = their average.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tailkd.errors import ConfigError
+from tailkd.models import Student
+from tailkd.tasks import Example, Task
+from tailkd.training.loss import IGNORE_INDEX
+
+CONFIDENCES = ("mean", "likelihood", "answer")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the TA judged: a question and an output written for it."""
+
+    example: Example
+    rationale: str | None
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class TAScore:
+    confidence: float
+    mean_logprob: float | None = None
+    answer_prob: float | None = None
+
+
+class LanguageModelTA:
+    def __init__(self, model: Student, task: Task, *, batch_size: int = 16, confidence: str = "mean"):
+        if confidence not in CONFIDENCES:
+            raise ConfigError(f"ta.confidence={confidence!r} is unknown; choose one of {list(CONFIDENCES)}")
+        self.model, self.task, self.batch_size, self.confidence = model, task, int(batch_size), confidence
+
+    def _pieces(self, item: Scored) -> tuple[list[int], list[int], list[bool]]:
+        """Prompt ids, target ids, and which target ids are the answer."""
+        tok = self.model.tokenizer
+        prompt = tok(self.task.prompt(item.example), add_special_tokens=True)["input_ids"]
+        answer = item.answer or ""
+        text = self.task.target(item.rationale, answer) if item.answer else (item.rationale or "")
+        cut = text.rfind(answer) if answer else -1
+        parts = [(text[:cut], False), (answer, True), (text[cut + len(answer):], False)] if cut >= 0 else [(text, False)]
+        ids, is_answer = [], []
+        for piece, flag in parts:
+            piece_ids = tok(piece, add_special_tokens=False)["input_ids"] if piece else []
+            ids += piece_ids
+            is_answer += [flag] * len(piece_ids)
+        ids.append(tok.eos_token_id)
+        is_answer.append(False)
+        return prompt, ids, is_answer
+
+    @torch.no_grad()
+    def score(self, items: Sequence[Scored]) -> list[TAScore]:
+        was_training = self.model.model.training
+        self.model.model.eval()
+        scores: list[TAScore] = []
+        for start in range(0, len(items), self.batch_size):
+            scores += self._score_batch(items[start:start + self.batch_size])
+        self.model.model.train(was_training)
+        return scores
+
+    def _score_batch(self, items: Sequence[Scored]) -> list[TAScore]:
+        pieces = [self._pieces(item) for item in items]
+        pad = self.model.tokenizer.pad_token_id
+        causal = self.model.is_causal
+        seqs = [p + t if causal else p for p, t, _ in pieces]
+        targets = [([IGNORE_INDEX] * len(p) if causal else []) + t for p, t, _ in pieces]
+        answer_masks = [([False] * len(p) if causal else []) + a for p, _, a in pieces]
+        width = max(map(len, seqs))
+        twidth = max(map(len, targets))
+        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        labels = torch.full((len(items), twidth), IGNORE_INDEX, dtype=torch.long)
+        answer = torch.zeros((len(items), twidth), dtype=torch.bool)
+        for row, (seq, target, mask) in enumerate(zip(seqs, targets, answer_masks)):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+            labels[row, : len(target)] = torch.tensor(target)
+            answer[row, : len(mask)] = torch.tensor(mask)
+        device = self.model.model.device
+        kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        if not causal:
+            kwargs["labels"] = labels.to(device)
+        logits = self.model.model(**kwargs).logits.float().cpu()
+        if causal:
+            logits, labels, answer = logits[:, :-1], labels[:, 1:], answer[:, 1:]
+        logprob = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        valid = labels != IGNORE_INDEX
+        out = []
+        for row, item in enumerate(items):
+            mean_lp = (logprob[row] * valid[row]).sum().item() / max(1, valid[row].sum().item())
+            answer_prob = math.exp((logprob[row] * answer[row]).sum().item()) if item.answer else 0.0
+            likelihood = math.exp(mean_lp)
+            confidence = {"mean": (likelihood + answer_prob) / 2, "likelihood": likelihood, "answer": answer_prob}
+            out.append(TAScore(confidence[self.confidence], mean_lp, answer_prob))
+        return out
+
+
+def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = ()):
+    """``ta.kind``: ``lm`` (a causal or seq2seq model, configured like a student) or ``verifier``."""
+    kind = cfg.get("kind", "lm")
+    if kind == "verifier":
+        from tailkd.signals.verifier import ArithmeticVerifierTA
+
+        return ArithmeticVerifierTA()
+    if kind != "lm":
+        raise ConfigError(f"ta.kind={kind!r} is unknown; choose lm or verifier")
+    from tailkd.models import load_student
+
+    model = load_student(cfg, cache_dir, tokenizer_texts)
+    return LanguageModelTA(model, task, batch_size=int(cfg.get("batch_size", 16)),
+                           confidence=cfg.get("confidence", "mean"))
