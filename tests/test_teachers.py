@@ -243,3 +243,14 @@ def test_cache_key_separates_samples_params_and_models(data):
 def test_split_rationale_of_a_teacher_text(data):
     assert split_rationale("3 + 4 = 7. 7 - 2 = 5. The answer is 5.", data.task) == ("3 + 4 = 7. 7 - 2 = 5.", "5")
     assert split_rationale("I am not sure.", data.task) == ("I am not sure.", None)
+
+
+def test_cache_identity_names_the_server_and_the_weights():
+    from tailkd.teachers.backends.hf_local import HFLocalBackend
+    from tailkd.teachers.backends.openai_chat import OpenAIBackend
+
+    openai_ids = {OpenAIBackend({"model": "gpt-4o-mini", "base_url": url}).identity
+                  for url in (None, "http://127.0.0.1:8000/v1", "http://127.0.0.1:9000/v1")}
+    assert len(openai_ids) == 3
+    local = [HFLocalBackend({"model": "teacher", "source": "hub", "pretrained": p}).identity for p in ("/a", "/b")]
+    assert local[0] != local[1]

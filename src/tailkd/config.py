@@ -7,7 +7,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
-from tailkd.models.student import check_student_cfg
 
 
 def config_dir() -> Path:
@@ -36,4 +35,6 @@ def validate(cfg: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    from tailkd.models.student import check_student_cfg  # imports torch: only when training
+
     check_student_cfg(cfg.student)

@@ -19,7 +19,7 @@ log = logging.getLogger("tailkd")
 
 
 def run(cfg: DictConfig) -> dict:
-    from tailkd.methods.pipeline import buy_annotations, load_data, write_results
+    from tailkd.methods.annotate import buy_annotations, load_data, write_results
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -3,87 +3,41 @@ evaluate, write outputs. A recipe (``methods/<name>.py``) reads as the sequence 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd import __version__
+from tailkd.methods.annotate import (  # noqa: F401  (re-exported: recipes use pipeline for every step)
+    annotation_accuracy,
+    buy_annotations,
+    buying_order,
+    cache_dir,
+    load_data,
+    make_collector,
+    spend_summary,
+    write_jsonl,
+    write_results,
+)
 from tailkd.models import Student, load_student
-from tailkd.tasks import Example, TaskData, load_task_data
-from tailkd.teachers import Annotation, Collector, build_collector, get_selector
+from tailkd.tasks import Example, TaskData
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
 from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tailkd"
 
 
-def cache_dir(cfg: DictConfig) -> Path:
-    configured = cfg.paths.get("cache_dir")
-    return Path(str(configured)).expanduser() if configured else default_cache_dir()
 
 
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def load_data(cfg: DictConfig) -> TaskData:
-    data = load_task_data(OmegaConf.to_container(cfg.task, resolve=True))
-    log.info("Task %s: %d training questions in the pool, %d test questions", data.task.name,
-             len(data.train), len(data.test))
-    return data
 
-
-def make_collector(cfg: DictConfig, data: TaskData, run_dir: Path) -> Collector:
-    """The run's collector: every call goes to run_dir/ledger.jsonl and through the shared cache."""
-    return build_collector(
-        OmegaConf.to_container(cfg.teacher, resolve=True),
-        OmegaConf.to_container(cfg.budget, resolve=True),
-        data.task,
-        cache_dir=cache_dir(cfg),
-        ledger_path=run_dir / "ledger.jsonl",
-    )
-
-
-def buying_order(cfg: DictConfig, data: TaskData) -> list[Example]:
-    return get_selector(cfg.budget.get("selection", "random"))(data.train, random.Random(int(cfg.seed)))
-
-
-def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_dir: Path) -> dict[str, Any]:
-    """Writes annotations.jsonl; returns the ledger's totals."""
-    write_jsonl(run_dir / "annotations.jsonl", (a.to_dict() for a in annotations))
-    summary = collector.ledger.summary()
-    summary["teacher_parse_failures"] = sum(a.parse_failed for a in annotations)
-    return summary
-
-
-def buy_annotations(cfg: DictConfig, data: TaskData, run_dir: Path) -> tuple[list[Annotation], dict[str, Any]]:
-    """Teacher annotations for the training pool, up to the budget, in the selection's order; every
-    call is in ledger.jsonl, the annotations in annotations.jsonl. Returns them and the spend summary."""
-    collector = make_collector(cfg, data, run_dir)
-    annotations = collector.collect(buying_order(cfg, data))
-    return annotations, spend_summary(collector, annotations, run_dir)
-
-
-def annotation_accuracy(annotations: Sequence[Annotation], data: TaskData) -> float | None:
-    """Share of bought annotations whose answer matches gold: how imperfect the teacher was here."""
-    gold = {e.id: e.answer for e in data.train}
-    if not annotations:
-        return None
-    return sum(a.answer == gold.get(a.example_id) for a in annotations) / len(annotations)
 
 
 def build_student(cfg: DictConfig, data: TaskData) -> Student:
@@ -169,9 +123,6 @@ def finish_logging(loggers, results: dict[str, Any]) -> None:
         logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))})
     finish_loggers(loggers)
 
-
-def write_results(run_dir: Path, results: dict[str, Any]) -> None:
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -106,6 +106,8 @@ class Collector:
         self._sleep = sleep
         self._rng = random.Random(0)
         self._failures = 0
+        self._identity = getattr(backend, "identity", backend.model)
+        self._fatal: str | None = None
 
     # -- requests ----------------------------------------------------------------------------------
     def requests_for(self, example: Example) -> list[TeacherRequest]:
@@ -137,7 +139,7 @@ class Collector:
         stopped = False
         with ThreadPoolExecutor(max_workers=max(1, self.backend.max_concurrency)) as pool:
             while True:
-                while not stopped and queue and len(in_flight) < max(1, self.backend.max_concurrency):
+                while not stopped and not self._fatal and queue and len(in_flight) < max(1, self.backend.max_concurrency):
                     batch, blocked = self._next_batch(queue, guard, results, bar)
                     if batch:
                         in_flight[pool.submit(self._call, [r for _, r, _ in batch])] = batch
@@ -154,7 +156,15 @@ class Collector:
                         bar.update(1 if outcome.completion else 0)
                 bar.set_postfix(usd=f"{guard.spent.usd:.4f}", failed=self._failures)
         bar.close()
-        if len(results) < planned:
+        if self._fatal:
+            raise ConfigError(
+                f"the teacher refused a request in a way no retry can fix ({self._fatal}); nothing more was "
+                f"sent. {len(results)} answers received before are in the cache and the ledger."
+            )
+        if len(results) < planned and not queue:
+            log.warning("got %d of %d planned teacher answers: the questions ran out (%d failed)",
+                        len(results), planned, self._failures)
+        elif len(results) < planned:
             log.warning(
                 "got %d of %d planned teacher answers: %d failed, and the budget (%s) had %s left when a "
                 "request's worst case (input bytes + max_tokens) no longer fitted",
@@ -167,7 +177,7 @@ class Collector:
         batch: list[tuple[int, TeacherRequest, Spend]] = []
         while queue and len(batch) < max(1, self.backend.batch_size):
             index, request = queue[0]
-            key = request.cache_key(self.backend.name, self.backend.model) if self.cache else None
+            key = request.cache_key(self.backend.name, self._identity) if self.cache else None
             hit = self.cache.get(key) if key else None
             if hit is not None:
                 completion, cost = hit
@@ -202,11 +212,18 @@ class Collector:
                 if isinstance(answer, Completion):
                     cost = float(answer.meta.get("recorded_cost_usd", self.price.cost(answer.input_tokens, answer.output_tokens)))
                     if self.cache is not None:
-                        self.cache.put(requests[i].cache_key(self.backend.name, self.backend.model),
+                        self.cache.put(requests[i].cache_key(self.backend.name, self._identity),
                                        self.backend.name, answer, cost)
                     status = "replayed" if self.backend.name == "recorded" else "paid"
                     self._log(requests[i], answer, cost, status, attempts[i])
                     outcomes[i] = _Outcome(answer, cost, None, attempts[i])
+                elif answer.fatal:
+                    self._fatal = str(answer)
+                    self.ledger.record(example_id=requests[i].example_id, sample_index=requests[i].sample_index,
+                                       backend=self.backend.name, model=self.backend.model, status="failed",
+                                       error=str(answer), attempts=attempts[i], input_tokens=0,
+                                       output_tokens=0, cost_usd=0.0)
+                    outcomes[i] = _Outcome(None, 0.0, str(answer), attempts[i])
                 elif answer.retryable and attempt + 1 < self.retry.max_attempts:
                     retry.append(i)
                     wait_s = max(wait_s, self.retry.delay(attempt, answer.retry_after, self._rng))

@@ -53,12 +53,14 @@ class Completion:
 
 class TeacherCallError(Exception):
     """A call that did not produce a usable completion. ``retryable``: a later try may succeed (429,
-    5xx, time-out, broken body); ``retry_after``: seconds the server asked us to wait, if it said."""
+    5xx, time-out, broken body); ``retry_after``: seconds the server asked us to wait, if it said;
+    ``fatal``: no other request can succeed either (bad key, unknown model), so the run stops."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, fatal: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.fatal = fatal
 
 
 class Backend(Protocol):
@@ -74,6 +76,7 @@ class Backend(Protocol):
 
     name: str
     model: str
+    identity: str  # what the cache key names: the model, and for servers which server
     max_concurrency: int
     batch_size: int
     cacheable: bool

@@ -160,6 +160,8 @@ class HFLocalBackend:
         if self.arch not in ARCHS:
             raise ConfigError(f"teacher.arch={self.arch!r} is unknown; choose one of {list(ARCHS)}")
         self.source = str(cfg.get("source", "hub"))
+        # the cache key names the weights too: a new checkpoint under the same display name is another teacher
+        self.identity = f"{self.model}@{self.source}:{self.pretrained}"
         if self.source not in SOURCES:
             raise ConfigError(f"teacher.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
         if self.source == "embedded" and self.pretrained not in EMBEDDED:

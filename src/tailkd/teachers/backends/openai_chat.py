@@ -16,6 +16,7 @@ from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherR
 from tailkd.teachers.base import approx_tokens
 
 _RETRYABLE_STATUS = {408, 409, 425, 429}
+_FATAL_STATUS = {401, 403, 404}  # bad key, no access, unknown model: every other request fails too
 
 
 def _retry_after(response: Any) -> float | None:
@@ -37,6 +38,8 @@ class OpenAIBackend:
         if not self.model:
             raise ConfigError("teacher.model is required for the openai backend (e.g. gpt-4o-mini)")
         self.base_url: str | None = cfg.get("base_url")
+        # the same model name on another server (a local vLLM, a proxy) is another teacher
+        self.identity = f"{self.model}@{self.base_url or 'https://api.openai.com/v1'}"
         self.api_key_env: str = cfg.get("api_key_env") or "OPENAI_API_KEY"
         self.timeout_s = float(cfg.get("timeout_s", 60.0))
         self.max_concurrency = int(cfg.get("max_concurrency", 8))
@@ -81,7 +84,8 @@ class OpenAIBackend:
         except openai.APIStatusError as err:
             retryable = err.status_code in _RETRYABLE_STATUS or err.status_code >= 500
             return TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
-                                    retryable=retryable, retry_after=_retry_after(err.response))
+                                    retryable=retryable, retry_after=_retry_after(err.response),
+                                    fatal=err.status_code in _FATAL_STATUS)
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
             return TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)
         except Exception as err:  # a body that is not the JSON it should be

@@ -1,0 +1,90 @@
+"""Batched vs per-example teacher-forced scoring by the teaching assistant (``LanguageModelTA.score``).
+
+Scores N chain-sum (question, gold rationale, gold answer) items with ``batch_size=1`` and with larger
+batches, on the same model, and checks that batching leaves the scores unchanged (right padding)::
+
+    python bench/ta_scoring.py [--n 64] [--batch-sizes 16 32] [--repeats 3] [--tiny]
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from omegaconf import OmegaConf
+
+from tailkd.models import load_student
+from tailkd.signals.ta import LanguageModelTA, Scored
+from tailkd.tasks import load_task_data
+
+REPO = Path(__file__).resolve().parents[1]
+SMOLLM2 = {"name": "smollm2", "arch": "causal", "source": "embedded", "pretrained": "smollm2-135m-instruct-q4_1",
+           "dtype": "float32", "max_length": 256, "lora": {"enabled": False}}
+
+
+def load_model(tiny: bool):
+    if tiny:
+        sys.path.insert(0, str(REPO / "tests"))
+        from helpers import tiny_student
+
+        return tiny_student()
+    return load_student(SMOLLM2, Path.home() / ".cache" / "tailkd")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="items to score")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32], help="batched variants")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per variant (median reported)")
+    parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
+    args = parser.parse_args()
+
+    student = load_model(args.tiny)
+    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)
+    task_cfg.update(train_size=args.n, test_size=1)
+    data = load_task_data(task_cfg)
+    items = [Scored(e, e.rationale, e.answer) for e in data.train[: args.n]]
+    tas = {size: LanguageModelTA(student, data.task, batch_size=size) for size in [1, *args.batch_sizes]}
+
+    params = sum(p.numel() for p in student.model.parameters())
+    lengths = [len(prompt) + len(target) for prompt, target, _ in map(tas[1]._pieces, items)]  # tokens per item
+    print(f"model {student.name} ({params / 1e6:.2f}M params, float32), {len(items)} chain_sum items "
+          f"({min(lengths)}-{max(lengths)} tokens, mean {statistics.mean(lengths):.0f}), "
+          f"batch sizes {list(tas)}, {args.repeats} repeats")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+          f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+
+    for ta in tas.values():  # warm-up
+        ta.score(items[: ta.batch_size])
+    times = {size: [] for size in tas}
+    scores = {}
+    for _ in range(args.repeats):  # interleaved, so drifting machine load hits every variant alike
+        for size, ta in tas.items():
+            start = time.perf_counter()
+            scores[size] = ta.score(items)
+            times[size].append(time.perf_counter() - start)
+
+    per_example = statistics.median(times[1])
+    for size, t in times.items():
+        median = statistics.median(t)
+        drift = max(abs(a.confidence - b.confidence) for a, b in zip(scores[size], scores[1]))
+        print(f"  batch_size={size:<3d} {median:7.2f} s  {len(items) / median:6.1f} items/s  "
+              f"{per_example / median:5.2f}x faster than batch_size=1  max |confidence - batch_size=1's| "
+              f"{drift:.1e}  runs {', '.join(f'{x:.2f}' for x in t)} s")
+    best = min(args.batch_sizes, key=lambda s: statistics.median(times[s]))
+    print(f"ratio per-example / batched: {per_example / statistics.median(times[best]):.2f}x "
+          f"(best batch_size={best})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""A fake OpenAI-compatible chat-completions server (127.0.0.1, ephemeral port) for tests and benchmarks.
+
+``POST /v1/chat/completions`` works chain sums ("What is 12 + 7 - 3?") out step by step and answers
+anything else with a text ending "The answer is 42.". Per server: ``latency_s`` per request, and a
+seeded ``fail_rate`` of faults drawn from ``faults``: ``"429"`` (with a small ``Retry-After``) or any
+other HTTP status (``"401"``'s body echoes the key it got, as careless servers do); ``"bad_json"``
+(a 200 that is not JSON); ``"no_choices"`` (JSON without ``choices``); ``"stall"`` (``stall_s``,
+longer than the client's time-out). It records every request (path, lower-cased headers, body,
+fault, arrival time) and the most requests in flight at once, thread-safely::
+
+    with FakeOpenAI(fail_rate=0.4) as server:  # teacher.base_url=server.base_url
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+ALL_FAULTS = ("429", "500", "503", "bad_json", "no_choices", "stall")
+_CHAIN = re.compile(r"What is (\d+(?:\s*[-+]\s*\d+)+)\s*\?")
+
+
+def answer(prompt: str) -> str:
+    """The teacher's text: a worked chain sum, else a fixed guess."""
+    match = _CHAIN.search(prompt)
+    if not match:
+        return "Let me think about this step by step. The answer is 42."
+    numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+    ops = re.findall(r"[-+]", match.group(1))
+    total, steps = numbers[0], []
+    for op, n in zip(ops, numbers[1:]):
+        new = total + n if op == "+" else total - n
+        steps.append(f"{total} {op} {n} = {new}.")
+        total = new
+    return f"{' '.join(steps)} The answer is {total}."
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled handler does not hold up shutdown
+    request_queue_size = 128  # the default backlog of 5 drops connections when many clients start at once
+
+
+class FakeOpenAI:
+    def __init__(self, *, fail_rate: float = 0.0, faults: Sequence[str] = ALL_FAULTS, latency_s: float = 0.0,
+                 stall_s: float = 1.0, retry_after_s: float = 0.02, seed: int = 0):
+        self.fail_rate, self.faults, self.latency_s = fail_rate, tuple(faults), latency_s
+        self.stall_s, self.retry_after_s = stall_s, retry_after_s
+        self.requests: list[dict[str, Any]] = []  # {"path", "headers", "body", "fault", "time"}
+        self.in_flight = self.max_in_flight = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_port}/v1"
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def wait_quiet(self, quiet_s: float = 0.2) -> int:
+        """The request count once nothing new arrived for ``quiet_s``: a request a client timed out on
+        before this server got to it (a busy machine) is still counted, after the client moved on."""
+        while True:
+            with self._lock:
+                last = self.requests[-1]["time"] if self.requests else 0.0
+            if time.monotonic() - last >= quiet_s:
+                return self.count
+            time.sleep(quiet_s / 4)
+
+    def prompts(self) -> list[str]:
+        """The last (user) message of every request received, in arrival order."""
+        with self._lock:
+            return [r["body"]["messages"][-1]["content"] for r in self.requests if r["body"].get("messages")]
+
+    def start(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _arrive(self, path: str, headers: dict[str, str], body: Any) -> str | None:
+        """Record a request; the fault to inject, if any."""
+        with self._lock:
+            fault = self._rng.choice(self.faults) if self._rng.random() < self.fail_rate else None
+            self.requests.append({"path": path, "headers": headers, "body": body, "fault": fault,
+                                  "time": time.monotonic()})
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return fault
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {"raw": raw.decode(errors="replace")}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            fault = server._arrive(self.path, headers, body)
+            try:
+                time.sleep(server.latency_s)
+                self._respond(body, headers, fault)
+            except OSError:  # the client gave up (a stall it timed out on, a killed process)
+                pass
+            finally:
+                server._leave()
+
+        def _respond(self, body: dict, headers: dict[str, str], fault: str | None) -> None:
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                return self._send(404, {"error": {"message": f"no route {self.path}"}})
+            if fault == "stall":
+                time.sleep(server.stall_s)
+            elif fault == "bad_json":
+                return self._send(200, b'{"id": "chatcmpl-x", "choices": [')
+            elif fault == "no_choices":
+                return self._send(200, {"id": "chatcmpl-x", "object": "chat.completion", "model": body.get("model")})
+            elif fault is not None:
+                key = headers.get("authorization", "").removeprefix("Bearer ")
+                message = f"Incorrect API key provided: {key}" if fault == "401" else f"injected HTTP {fault}"
+                extra = {"Retry-After": str(server.retry_after_s)} if fault == "429" else {}
+                return self._send(int(fault), {"error": {"message": message, "type": "fake"}}, extra)
+            prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+            text = answer(prompt)
+            usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4)}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            self._send(200, {
+                "id": f"chatcmpl-{server.count}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", "fake"), "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop", "logprobs": None}],
+            })
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
