@@ -284,7 +284,7 @@ def test_recorded_missing_question_is_a_non_retryable_error(tmp_path):
 def test_recorded_malformed_file_names_file_and_line(tmp_path, lines, line):
     path = tmp_path / "bad.jsonl"
     write_jsonl(path, lines)
-    with pytest.raises(DataError, match=rf"bad\.jsonl, line {line}\b"):
+    with pytest.raises(DataError, match=rf"bad\.jsonl line {line}\b"):
         RecordedBackend({"path": str(path)})
 
 

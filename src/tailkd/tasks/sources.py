@@ -5,12 +5,12 @@ Every reader yields ``(row, where)`` pairs, ``where`` naming the row for error m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tailkd.errors import ConfigError, DataError
+from tailkd.jsonl import read_objects
 
 Row = Mapping[str, Any]
 
@@ -45,18 +45,8 @@ def _jsonl_rows(data_dir: Path, split_name: str, task_name: str) -> Iterator[tup
             f"{{split}}.jsonl; found {present or 'nothing'}; rename the split with "
             f"task.source.splits.<split>=NAME)"
         )
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row, where
+    for row, where, _ in read_objects(path):
+        yield row, where
 
 
 def _hub_rows(source: Mapping[str, Any], split_name: str) -> Iterator[tuple[Row, str]]:

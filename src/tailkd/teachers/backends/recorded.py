@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tailkd.errors import ConfigError, DataError
+from tailkd.jsonl import read_objects
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.base import approx_tokens
 
@@ -141,24 +141,13 @@ def read_recorded(path: Path) -> list[RecordedRow]:
     """The rows of a recorded-answers file; a :class:`DataError` naming file and line if malformed."""
     if not path.is_file():
         raise DataError(f"recorded answers file {path} does not exist (teacher.path)")
-    rows = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                rows.append(_parse_row(line, path, number))
+    rows = [_parse_row(raw, where, number) for raw, where, number in read_objects(path)]
     if not rows:
         raise DataError(f"recorded answers file {path} has no rows")
     return rows
 
 
-def _parse_row(line: str, path: Path, number: int) -> RecordedRow:
-    where = f"{path}, line {number}"
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-    if not isinstance(raw, dict):
-        raise DataError(f"{where}: a row must be a JSON object, got {type(raw).__name__}")
+def _parse_row(raw: dict, where: str, number: int) -> RecordedRow:
     text = raw.get("text")
     if not isinstance(text, str):
         raise DataError(f"{where}: the row needs a \"text\" string (the teacher's answer)")
