@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--naive-prompts", type=int, default=2,
                         help="prompts the per-sample loop runs on, its time scaled to N (0: all N)")
     parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     student = load_model(args.tiny)
     task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)
@@ -119,9 +122,10 @@ def main() -> None:
 
     medians = {name: statistics.median(t) * args.n / len(variants[name][1]) for name, t in times.items()}
     for name, (_, exs) in variants.items():
-        scaled = f"  (measured on {len(exs)} prompts, scaled x{args.n / len(exs):g})" if len(exs) != args.n else ""
+        scaled = f"  [measured on {len(exs)} of {args.n} prompts, time scaled x{args.n / len(exs):g}]" \
+            if len(exs) != args.n else ""
         print(f"  {name:<11s} {medians[name]:8.2f} s  {medians[name] / medians['batched']:6.2f}x batched  "
-              f"{forwards[name]:5d} forward passes  runs {', '.join(f'{t:.2f}' for t in times[name])} s{scaled}")
+              f"(runs {', '.join(f'{t:.2f}' for t in times[name])} s, {forwards[name]} forward passes each){scaled}")
     print(f"speed-up of batched: {medians['per-prompt'] / medians['batched']:.2f}x over per-prompt, "
           f"{medians['per-sample'] / medians['batched']:.2f}x over per-sample")
 

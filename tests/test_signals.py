@@ -116,3 +116,15 @@ def test_auroc():
 def test_bad_signal_settings(changes, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         SignalSettings.from_cfg(changes)
+
+
+def test_ta_marks_answer_tokens_as_training_tokenises_them():
+    student = tiny_student(init_seed=4)
+    task = chain_task()
+    ta = LanguageModelTA(student, task)
+    example = Example("n", "What is 3 - 9?", "-6", "3 - 9 = -6.")
+    _, ids, is_answer = ta._pieces(Scored(example, example.rationale, "-6"))
+    whole = student.tokenizer(task.target(example.rationale, "-6"), add_special_tokens=False)["input_ids"]
+    assert ids[:-1] == whole  # the same tokens the student is trained on
+    answer_text = student.tokenizer.decode([i for i, a in zip(ids, is_answer) if a])
+    assert "-6" in answer_text and "answer" not in answer_text

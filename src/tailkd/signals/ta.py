@@ -47,18 +47,20 @@ class LanguageModelTA:
         self.model, self.task, self.batch_size, self.confidence = model, task, int(batch_size), confidence
 
     def _pieces(self, item: Scored) -> tuple[list[int], list[int], list[bool]]:
-        """Prompt ids, target ids, and which target ids are the answer."""
+        """Prompt ids, target ids, and which target ids carry the answer.
+
+        The target is tokenised whole, as in training, and the answer's tokens are found by their
+        character offsets: tokenising the answer on its own would split " -103" or " yes" into a lone
+        space and the rest, a sequence the model never sees, and make every such answer improbable.
+        """
         tok = self.model.tokenizer
         prompt = tok(self.task.prompt(item.example), add_special_tokens=True)["input_ids"]
         answer = item.answer or ""
         text = self.task.target(item.rationale, answer) if item.answer else (item.rationale or "")
         cut = text.rfind(answer) if answer else -1
-        parts = [(text[:cut], False), (answer, True), (text[cut + len(answer):], False)] if cut >= 0 else [(text, False)]
-        ids, is_answer = [], []
-        for piece, flag in parts:
-            piece_ids = tok(piece, add_special_tokens=False)["input_ids"] if piece else []
-            ids += piece_ids
-            is_answer += [flag] * len(piece_ids)
+        encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        is_answer = [cut >= 0 and start < cut + len(answer) and end > cut for start, end in encoded["offset_mapping"]]
         ids.append(tok.eos_token_id)
         is_answer.append(False)
         return prompt, ids, is_answer
