@@ -24,24 +24,12 @@ from pathlib import Path
 
 import torch
 import transformers
-from omegaconf import OmegaConf
 
-from tailkd.models import generate_texts, load_student
+from tailkd.models import generate_texts
 from tailkd.signals.self_consistency import self_consistency, summarise
-from tailkd.tasks import load_task_data
 
-REPO = Path(__file__).resolve().parents[1]
-SMOLLM2 = {"name": "smollm2", "arch": "causal", "source": "embedded", "pretrained": "smollm2-135m-instruct-q4_1",
-           "dtype": "float32", "max_length": 256, "lora": {"enabled": False}}
-
-
-def load_model(tiny: bool):
-    if tiny:
-        sys.path.insert(0, str(REPO / "tests"))
-        from helpers import tiny_student
-
-        return tiny_student()
-    return load_student(SMOLLM2, Path.home() / ".cache" / "tailkd")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import chain_sum, load_model  # noqa: E402
 
 
 class ForwardCounter:
@@ -85,9 +73,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     student = load_model(args.tiny)
-    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)
-    task_cfg.update(train_size=args.n, test_size=1, max_new_tokens=args.max_new_tokens)
-    data = load_task_data(task_cfg)
+    data = chain_sum(train_size=args.n, test_size=1, max_new_tokens=args.max_new_tokens)
     task, examples = data.task, data.train[: args.n]
     naive_n = min(args.naive_prompts or args.n, args.n)
     counter = ForwardCounter(student.model)

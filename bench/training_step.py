@@ -27,27 +27,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import transformers
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from tailkd.models import load_student
-from tailkd.tasks import load_task_data
 from tailkd.training.data import Encoder, TrainRecord
 from tailkd.training.loss import per_example_token_loss, weighted_mean
 from tailkd.training.module import DistillModule
 
-REPO = Path(__file__).resolve().parents[1]
-SMOLLM2 = {"name": "smollm2", "arch": "causal", "source": "embedded", "pretrained": "smollm2-135m-instruct-q4_1",
-           "dtype": "float32", "max_length": 256, "lora": {"enabled": False}}
-
-
-def load_model(tiny: bool):
-    if tiny:
-        sys.path.insert(0, str(REPO / "tests"))
-        from helpers import tiny_student
-
-        return tiny_student()
-    return load_student(SMOLLM2, Path.home() / ".cache" / "tailkd")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import chain_sum, load_model  # noqa: E402
 
 
 class StepClock(pl.Callback):
@@ -115,9 +102,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's pytree use, deprecated by newer torch
 
     student = load_model(args.tiny)
-    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)
-    task_cfg.update(train_size=args.batch_size, test_size=1)
-    data = load_task_data(task_cfg)
+    data = chain_sum(train_size=args.batch_size, test_size=1)
     records = [TrainRecord(e.id, data.task.prompt(e), data.task.target(e.rationale, e.answer), weight=0.5 + i / 8)
                for i, e in enumerate(data.train[: args.batch_size])]
     batch = Encoder(student.tokenizer, student.is_causal, max_length=256).collate_records(records)
