@@ -79,15 +79,17 @@ class Tail:
         bought = {a.example_id for a in warm}
         rest = [e for e in order if e.id not in bought]
         if settings.use == "select":
-            consistency = self_consistency(student, data.task, rest, k=settings.k, temperature=settings.temperature,
-                                           batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed))
+            with P.inference_precision(cfg, student):
+                consistency = self_consistency(student, data.task, rest, k=settings.k, temperature=settings.temperature,
+                                               batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed))
             rest = sorted(rest, key=lambda e: consistency[e.id].majority_share)  # stable: ties keep order
         spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
         annotations = warm + collector.collect(rest, budget=budget.minus(spent))
         spend = P.spend_summary(collector, annotations, run_dir)
 
         # signals from the warmed-up student and the TA, then stage 2
-        rows, signal_summary = self._signals(cfg, settings, student, data, annotations, examples, stop)
+        with P.inference_precision(cfg, student):
+            rows, signal_summary = self._signals(cfg, settings, student, data, annotations, examples, stop)
         P.write_jsonl(run_dir / "signals.jsonl", rows)
         P.log_signals(loggers, rows)
         weights = {row["id"]: row["weight"] for row in rows}
