@@ -30,3 +30,17 @@ def chain_sum(**sizes):
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)
     cfg.update(sizes)
     return load_task_data(cfg)
+
+
+def add_common_args(parser, repeats: int = 3) -> None:
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per variant (median reported)")
+    parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+
+
+def apply_threads(args) -> None:
+    """On a shared 2-core machine two torch threads stall on each other: --threads 1 steadies timings."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)

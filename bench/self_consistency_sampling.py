@@ -29,7 +29,7 @@ from tailkd.models import generate_texts
 from tailkd.signals.self_consistency import self_consistency, summarise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import chain_sum, load_model  # noqa: E402
+from _common import add_common_args, apply_threads, chain_sum, load_model  # noqa: E402
 
 
 class ForwardCounter:
@@ -63,14 +63,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per variant (median reported)")
     parser.add_argument("--naive-prompts", type=int, default=2,
                         help="prompts the per-sample loop runs on, its time scaled to N (0: all N)")
-    parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_common_args(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     student = load_model(args.tiny)
     data = chain_sum(train_size=args.n, test_size=1, max_new_tokens=args.max_new_tokens)

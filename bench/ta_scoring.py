@@ -25,19 +25,16 @@ import transformers
 from tailkd.signals.ta import LanguageModelTA, Scored
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import chain_sum, load_model  # noqa: E402
+from _common import add_common_args, apply_threads, chain_sum, load_model  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64, help="items to score")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32], help="batched variants")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per variant (median reported)")
-    parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_common_args(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     student = load_model(args.tiny)
     data = chain_sum(train_size=args.n, test_size=1)

@@ -34,7 +34,7 @@ from tailkd.training.loss import per_example_token_loss, weighted_mean
 from tailkd.training.module import DistillModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import chain_sum, load_model  # noqa: E402
+from _common import add_common_args, apply_threads, chain_sum, load_model  # noqa: E402
 
 
 class StepClock(pl.Callback):
@@ -89,14 +89,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each run")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant, alternating")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--tiny", action="store_true", help="tests/helpers.tiny_student instead of SmolLM2-135M")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_common_args(parser, repeats=2)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # "GPU available: False" and the like
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's pytree use, deprecated by newer torch

@@ -15,7 +15,6 @@ from tailkd.tasks.registry import load_examples
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
 # the real data sits in shared/ beside the repository (/work/shared/data for /work/main)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def task_cfg(name: str) -> dict:
@@ -29,12 +28,6 @@ PATTERN = task_cfg("gsm8k")["answer"]["pattern"]
 def extractor(answer_type: str, fallback: bool = True) -> AnswerExtractor:
     return AnswerExtractor(answer_type, PATTERN, fallback)
 
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (expected shared/data beside the repository)")
-    return SHARED_DATA
 
 
 def test_shipped_configs_use_the_same_pattern():

@@ -14,7 +14,6 @@ from tailkd.tasks import load_task_data
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
 # the real data sits in shared/ beside the repository (/work/shared/data for /work/main)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def task_cfg(name: str, **overrides) -> dict:
@@ -32,12 +31,6 @@ def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path
 
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (expected shared/data beside the repository)")
-    return SHARED_DATA
 
 
 def strategyqa_cfg(shared_data: Path, **overrides) -> dict:
