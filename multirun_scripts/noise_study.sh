@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Controlled noise study on the embedded task: finetune vs TAiL signal sets, simulated teacher at two
-# error rates, two budgets, three seeds (Hydra multirun, sequential). Extra arguments go to Hydra,
-# e.g. `bash multirun_scripts/noise_study.sh hydra.sweep.dir=multirun/noise teacher.corruption.rate=0.4`.
+# Controlled noise study on the embedded task (issue 4): finetune vs TAiL with each signal preset, the
+# simulated teacher at two error rates, two budgets, three seeds. Four Hydra multiruns into one
+# folder, in the order that lets later jobs reuse what earlier ones paid for or computed: finetune
+# buys the annotations (every TAiL job then reads them from the cache), signals=all computes every raw
+# signal (sc / ta_teacher reuse them through the signal cache, see tailkd/signals/cache.py).
+#   bash multirun_scripts/noise_study.sh                        # sequential, all cores per job
+#   bash multirun_scripts/noise_study.sh hydra/launcher=parallel trainer.num_threads=1   # 2 jobs at once
+# Extra arguments go to every multirun (e.g. hydra.sweep.dir=DIR, seed=0,1,2,3,4). Then: tailkd-report DIR
 set -euo pipefail
-COMMON=(task=chain_sum task.train_size=200 task.test_size=60 seed=0,1,2
-        teacher.corruption.rate=0.2,0.4 budget.max_queries=50,100 logger=csv)
-tailkd-train -m method=finetune "${COMMON[@]}" "$@"
-tailkd-train -m method=tail signals=none,all,ta_teacher,sc "${COMMON[@]}" "$@"
+source "$(dirname "$0")/_sweep.sh" noise_study "$@"
+COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate=0.2,0.4
+        budget.max_queries=50,100 seed=0,1,2 logger=csv)
+sweep finetune  method=finetune                       "${COMMON[@]}"
+sweep tail_all  method=tail signals=all               "${COMMON[@]}"
+sweep tail_ablation method=tail signals=sc,ta_teacher "${COMMON[@]}"
+sweep tail_none method=tail signals=none              "${COMMON[@]}"
+echo "tailkd-report $SWEEP_DIR"

@@ -128,3 +128,47 @@ def test_ta_marks_answer_tokens_as_training_tokenises_them():
     assert ids[:-1] == whole  # the same tokens the student is trained on
     answer_text = student.tokenizer.decode([i for i, a in zip(ids, is_answer) if a])
     assert "-6" in answer_text and "answer" not in answer_text
+
+
+def _annotations():
+    from tailkd.teachers import Annotation
+
+    return [Annotation(example_id=e.id, prompt=e.question, text=f"{e.rationale} The answer is {e.answer}.",
+                       rationale=e.rationale, answer=e.answer if i % 3 else "0", input_tokens=10, output_tokens=10,
+                       cost_usd=0.0, backend="simulated", model="simulated-gold") for i, e in enumerate(EXAMPLES)]
+
+
+def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, monkeypatch):
+    import tailkd.signals as S
+    from tailkd.signals.cache import SignalCache
+
+    task = chain_task()
+    examples = {e.id: e for e in EXAMPLES}
+    gold = {e.id: e.answer for e in EXAMPLES}
+    settings = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "value": "uncertainty"},
+                                        "ta_student": {"enabled": True}, "ta_teacher": {"enabled": True}, "k": 3})
+    ta = LanguageModelTA(tiny_student(init_seed=5), task, batch_size=4)
+
+    def run(student, cache):
+        return S.compute_signals(settings, student, ta, task, _annotations(), examples, gold=gold, batch_size=4,
+                                 seed=0, cache=cache)
+
+    fresh_rows, fresh_summary = run(tiny_student(init_seed=4), None)
+    first = SignalCache(tmp_path, {"precision": "32-true"})
+    rows, summary = run(tiny_student(init_seed=4), first)
+    assert rows == fresh_rows and summary == fresh_summary and first.hits == 0
+    assert len(list(tmp_path.glob("*.json"))) == 4  # samples, greedy outputs, TA on student, TA on teacher
+
+    calls = []
+    original = S.self_consistency
+    monkeypatch.setattr(S, "self_consistency", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    again = SignalCache(tmp_path, {"precision": "32-true"})
+    assert run(tiny_student(init_seed=4), again) == (fresh_rows, fresh_summary)  # a new object, equal weights
+    assert again.hits == 4 and calls == []
+
+    other = SignalCache(tmp_path, {"precision": "32-true"})
+    run(tiny_student(init_seed=6), other)  # different weights: only the TA's score of the teacher is shared
+    assert other.hits == 1 and calls == [1]
+    bf16 = SignalCache(tmp_path, {"precision": "bf16-mixed"})
+    run(tiny_student(init_seed=4), bf16)
+    assert bf16.hits == 0

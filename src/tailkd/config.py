@@ -29,6 +29,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.student.max_length >= 16, f"student.max_length must be >= 16 (got {cfg.student.max_length})"),
         (cfg.task.max_new_tokens >= 1, f"task.max_new_tokens must be >= 1 (got {cfg.task.max_new_tokens})"),
     ]
+    threads = cfg.trainer.get("num_threads")
+    checks.append((threads is None or threads >= 1, f"trainer.num_threads must be >= 1 or null (got {threads})"))
     for field in ("train_size", "test_size"):
         value = cfg.task.get(field)
         checks.append((value is None or value >= 1, f"task.{field} must be >= 1 or null (got {value})"))

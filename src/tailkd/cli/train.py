@@ -26,6 +26,10 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.trainer.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True)
     recipe = hydra.utils.instantiate(cfg.method)
     results = recipe.run(cfg, run_dir)

@@ -30,16 +30,6 @@ from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
 
-
-
-
-
-
-
-
-
-
-
 def build_student(cfg: DictConfig, data: TaskData) -> Student:
     texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
     texts += [data.task.prompt(e) for e in data.test]
@@ -62,9 +52,42 @@ def make_module(cfg: DictConfig, student: Student, data: TaskData, **method_kwar
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path):
+    """CSV, and W&B when enabled: one W&B run per job, grouped by sweep, ``job_type`` the method."""
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    run_name = f"{cfg.task.name}-{cfg.method.name}-{cfg.student.name}-s{cfg.seed}"
-    return build_loggers(cfg.logger, run_dir, run_name, flat)
+    identity = run_identity(cfg)
+    return build_loggers(cfg.logger, run_dir, identity.pop("name"), flat, **identity)
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Name, group, job type and tags of a run, so that a W&B workspace sorts a sweep by itself.
+
+    The group is ``logger.wandb.group`` when set, else the multirun folder's name (every job of one
+    ``-m`` sweep shares it), else none."""
+    signals = cfg.signals.name if _uses_signals(cfg) else None
+    budget = cfg.budget.get("max_queries")
+    tags = [f"task:{cfg.task.name}", f"student:{cfg.student.name}", f"method:{cfg.method.name}",
+            f"budget:{budget if budget is not None else 'unlimited'}", f"teacher:{cfg.teacher.backend}"]
+    if signals:
+        tags.append(f"signals:{signals}")
+    rate = OmegaConf.select(cfg, "teacher.corruption.rate") if cfg.teacher.backend == "simulated" else None
+    if rate is not None:
+        tags.append(f"teacher_error:{rate}")
+    name = "-".join(str(p) for p in (cfg.task.name, cfg.method.name, signals, cfg.student.name) if p)
+    return {"name": f"{name}-s{cfg.seed}", "group": cfg.logger.get("wandb", {}).get("group") or _sweep_name(),
+            "job_type": cfg.method.name, "tags": tags}
+
+
+def _uses_signals(cfg: DictConfig) -> bool:
+    return cfg.method.get("_target_", "").endswith(".Tail")
+
+
+def _sweep_name() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers=None):
@@ -93,6 +116,7 @@ def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spen
         "budget_max_usd": cfg.budget.get("max_usd"),
         "teacher_backend": cfg.teacher.backend,
         "teacher_model": cfg.teacher.get("model"),
+        "teacher_error_rate": OmegaConf.select(cfg, "teacher.corruption.rate") if cfg.teacher.backend == "simulated" else None,
         "teacher_annotation_accuracy": annotation_accuracy(annotations, data),
         **spend,
         "train_steps": int(trainer.global_step),
@@ -133,8 +157,12 @@ def log_signals(loggers, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def finish_logging(loggers, results: dict[str, Any]) -> None:
+    """results.json into every logger: metrics for CSV, the run summary for W&B (what its tables show)."""
     for logger in loggers:
-        logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))})
+        logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))
+                            and not isinstance(v, bool)})
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update({k: v for k, v in results.items() if v is not None})
     finish_loggers(loggers)
 
 

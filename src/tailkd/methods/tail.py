@@ -26,6 +26,7 @@ from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
 from tailkd.methods.finetune import records_from_annotations
 from tailkd.signals import SignalSettings, compute_signals
+from tailkd.signals.cache import SignalCache
 from tailkd.signals.self_consistency import self_consistency
 from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
@@ -109,7 +110,7 @@ class Tail:
             test_accuracy=accuracy, test_accuracy_before=accuracy_before, test_accuracy_warmup=accuracy_warmup,
             num_test_examples=len(predictions), num_train_examples=len(records),
             warmup_examples=len(warm_records), warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps,
-            stage2=self.stage2, **signal_summary,
+            stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary,
         )
         P.finish_logging(loggers, results)
         return results
@@ -123,8 +124,15 @@ class Tail:
             texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
             ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), texts)
         gold = {e.id: e.answer for e in data.train}
-        return compute_signals(settings, student, ta, data.task, annotations, examples, gold=gold,
-                               batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed))
+        cache = None
+        if cfg.signals.get("cache", True):
+            context = {"precision": str(cfg.trainer.pl.get("precision")), "device": student.model.device.type}
+            cache = SignalCache(P.cache_dir(cfg) / "signals", context)
+        rows, summary = compute_signals(settings, student, ta, data.task, annotations, examples, gold=gold,
+                                        batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed),
+                                        cache=cache)
+        summary["signal_cache_hits"] = cache.hits if cache else 0
+        return rows, summary
 
 
 def _placeholder(data):

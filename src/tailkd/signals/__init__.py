@@ -8,14 +8,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
+from tailkd.signals.cache import SignalCache
 from tailkd.signals.combine import COMBINERS, NORMALISERS, auroc, combine, normalise
-from tailkd.signals.self_consistency import self_consistency
-from tailkd.signals.ta import Scored
+from tailkd.signals.self_consistency import self_consistency, summarise
+from tailkd.signals.ta import Scored, TAScore
 from tailkd.tasks import Example, Task
 from tailkd.teachers import Annotation
 from tailkd.teachers.base import split_rationale
@@ -90,10 +91,15 @@ def compute_signals(
     batch_size: int = 16,
     stop: Sequence[str] = (),
     seed: int = 0,
+    cache: SignalCache | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One row per annotation (raw signals, oriented values, final ``weight``) and a summary with
-    each signal's AUROC at telling right teacher answers from wrong ones (when gold is known)."""
+    each signal's AUROC at telling right teacher answers from wrong ones (when gold is known).
+    With a ``cache``, raw values computed by an earlier run with the same weights are reused."""
+    cache = cache or SignalCache(None)
     questions = [examples[a.example_id] for a in annotations]
+    prompts = [task.prompt(e) for e in questions]
+    decoding = {"max_new_tokens": task.max_new_tokens, "stop": list(stop), "batch_size": batch_size}
     rows: list[dict[str, Any]] = [
         {"id": a.example_id, "teacher_answer": a.answer,
          "teacher_correct": None if gold is None else a.answer == gold.get(a.example_id),
@@ -102,10 +108,15 @@ def compute_signals(
     ]
     oriented: dict[str, list[float]] = {}
     if "self_consistency" in settings.enabled:
-        consistency = self_consistency(
-            student, task, questions, k=settings.k, temperature=settings.temperature, batch_size=batch_size,
-            teacher_answers={a.example_id: a.answer for a in annotations}, stop=stop, seed=seed,
-        )
+        def sample() -> dict[str, list[str | None]]:
+            found = self_consistency(student, task, questions, k=settings.k, temperature=settings.temperature,
+                                     batch_size=batch_size, stop=stop, seed=seed)
+            return {i: list(c.answers) for i, c in found.items()}
+
+        key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
+               "temperature": settings.temperature, "seed": seed, **decoding}
+        sampled = cache.fetch("self_consistency", key, sample)
+        consistency = {a.example_id: summarise(sampled[a.example_id], a.answer) for a in annotations}
         value = settings.values["self_consistency"]
         column = []
         for row in rows:
@@ -116,18 +127,20 @@ def compute_signals(
                            "teacher_agreement": c.teacher_agreement or 0.0}[value])
         oriented["self_consistency"] = column
     if "ta_student" in settings.enabled:
-        outputs = []
-        for start in range(0, len(questions), batch_size):
-            batch = questions[start:start + batch_size]
-            outputs += generate_texts(student, [task.prompt(e) for e in batch], task.max_new_tokens, stop=stop)
+        def greedy() -> list[str]:
+            return [text for start in range(0, len(prompts), batch_size)
+                    for text in generate_texts(student, prompts[start:start + batch_size], task.max_new_tokens, stop=stop)]
+
+        outputs = cache.fetch("student_outputs", {"model": cache.model_id(student.model), "prompts": prompts,
+                                                  **decoding}, greedy)
         parsed = [split_rationale(text, task) for text in outputs]
-        scores = ta.score([Scored(e, r, a) for e, (r, a) in zip(questions, parsed)])
+        scores = _ta_scores(ta, cache, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], task)
         flip = settings.values["ta_student"] == "doubt"
         for row, text, score in zip(rows, outputs, scores):
             row["ta_student"] = {"student_output": text, **_score_dict(score)}
         oriented["ta_student"] = [1 - s.confidence if flip else s.confidence for s in scores]
     if "ta_teacher" in settings.enabled:
-        scores = ta.score([Scored(e, a.rationale, a.answer) for e, a in zip(questions, annotations)])
+        scores = _ta_scores(ta, cache, [Scored(e, a.rationale, a.answer) for e, a in zip(questions, annotations)], task)
         flip = settings.values["ta_teacher"] == "doubt"
         for row, score in zip(rows, scores):
             row["ta_teacher"] = _score_dict(score)
@@ -151,6 +164,16 @@ def compute_signals(
             summary[f"auroc_{name}"] = auroc(column, correct)
         summary["auroc_weight"] = auroc(combined, correct) if normalised else None
     return rows, summary
+
+
+def _ta_scores(ta, cache: SignalCache, items: Sequence[Scored], task: Task) -> list[TAScore]:
+    model = getattr(ta, "model", None)
+    identity = {"ta": type(ta).__name__, "confidence": getattr(ta, "confidence", None),
+                "batch_size": getattr(ta, "batch_size", None),
+                "weights": cache.model_id(model.model) if model is not None else None}
+    key = {**identity, "items": [(task.prompt(i.example), i.rationale, i.answer) for i in items]}
+    stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items)])
+    return [TAScore(**s) for s in stored]
 
 
 def _score_dict(score) -> dict[str, Any]:

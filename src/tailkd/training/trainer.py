@@ -13,8 +13,10 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from tailkd.errors import ConfigError
 
 
-def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_config: dict) -> list[Logger]:
-    """CSV always; W&B when enabled, offline unless ``logger.wandb.mode=online`` or WANDB_MODE says so."""
+def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_config: dict,
+                  group: str | None = None, job_type: str | None = None, tags: list[str] | None = None) -> list[Logger]:
+    """CSV always; W&B when enabled, offline unless ``logger.wandb.mode=online`` or WANDB_MODE says so.
+    ``logger.wandb.tags`` are added to ``tags``; ``logger.wandb.group`` wins over ``group``."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     wandb_cfg = cfg.get("wandb") or {}
     if wandb_cfg.get("enabled", False):
@@ -26,8 +28,9 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_con
         logger = WandbLogger(
             project=wandb_cfg.get("project", "tailkd"),
             entity=wandb_cfg.get("entity"),
-            group=wandb_cfg.get("group"),
-            tags=list(wandb_cfg.get("tags") or []),
+            group=wandb_cfg.get("group") or group,
+            job_type=job_type,
+            tags=list(tags or []) + list(wandb_cfg.get("tags") or []),
             name=run_name,
             save_dir=str(run_dir),
             mode=mode,

@@ -1,0 +1,24 @@
+# Sourced by the multirun scripts: `source _sweep.sh NAME "$@"` sets SWEEP_DIR and defines
+# `sweep SUBDIR OVERRIDES...`, one Hydra multirun into $SWEEP_DIR/SUBDIR with the user's arguments last.
+# The user's hydra.sweep.dir=DIR names the whole study's folder; every sub-sweep goes below it, and
+# the W&B group is the study's folder name unless logger.wandb.group is given.
+_name=$1; shift
+SWEEP_DIR="multirun/${_name}_$(date +%Y-%m-%d_%H-%M-%S)"
+USER_ARGS=()
+_group=""
+for _arg in "$@"; do
+  case "$_arg" in
+    hydra.sweep.dir=*) SWEEP_DIR="${_arg#hydra.sweep.dir=}" ;;
+    logger.wandb.group=*) _group=1; USER_ARGS+=("$_arg") ;;
+    *) USER_ARGS+=("$_arg") ;;
+  esac
+done
+[ -n "$_group" ] || USER_ARGS+=("logger.wandb.group=$(basename "$SWEEP_DIR")")
+TAILKD_TRAIN=${TAILKD_TRAIN:-tailkd-train}
+
+sweep() {
+  local sub=$1; shift
+  echo "== $SWEEP_DIR ($sub): $*" >&2
+  local dir="$SWEEP_DIR/$sub"; [ "$sub" = . ] && dir=$SWEEP_DIR
+  $TAILKD_TRAIN -m "$@" "hydra.sweep.dir=$dir" "${USER_ARGS[@]}"
+}

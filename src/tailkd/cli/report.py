@@ -1,0 +1,51 @@
+"""``tailkd-report DIR [DIR ...]``: one report over every finished run below the folders (a Hydra
+multirun folder, several, or a whole outputs/ tree). Imports no torch: it starts in a second."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("tailkd")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tailkd-report", description=__doc__)
+    parser.add_argument("dirs", nargs="+", type=Path, help="folders to search for results.json")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first DIR)")
+    parser.add_argument("--metric", default="test_accuracy", help="the results.json field to compare")
+    parser.add_argument("--baseline", default="finetune", help="the method others are compared with")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from tailkd.report import find_runs, write_report
+
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        return _fail(f"no such folder: {', '.join(map(str, missing))}")
+    runs, skipped = find_runs(args.dirs, args.metric)
+    if not runs:
+        found = f" ({len(skipped)} results.json skipped: {skipped[0].reason})" if skipped else ""
+        return _fail(f"no finished runs with {args.metric!r} under {', '.join(map(str, args.dirs))}{found}. "
+                     "A run writes results.json when it finishes; point tailkd-report at a multirun "
+                     "folder such as multirun/<date>/ or outputs/.")
+    for s in skipped:
+        log.warning("skipped %s: %s", s.path, s.reason)
+    written = write_report(runs, skipped, args.out or args.dirs[0], args.dirs, args.metric, args.baseline)
+    log.info("%d runs; wrote %s", len(runs), ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"tailkd-report: {message}", file=sys.stderr)
+    return 2
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,104 @@
+"""Group runs by setting and summarise each group over its seeds: mean and sample std (n-1) of the
+metric, relative improvement over ``finetune`` at the same task, student, budget and teacher, spend."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailkd.report.runs import Run, baseline_setting
+
+SPEND = ("teacher_queries", "teacher_cost_usd", "teacher_paid_usd")
+BUDGET_KEYS = ("budget.max_queries", "budget.max_usd", "budget.max_tokens", "budget")
+
+
+@dataclass
+class Group:
+    setting: dict[str, str]
+    runs: list[Run] = field(default_factory=list)
+    baseline: Group | None = None
+
+    def values(self, key: str) -> list[float]:
+        return [float(r.results[key]) for r in self.runs if _is_number(r.results.get(key))]
+
+    def mean(self, key: str) -> float:
+        values = self.values(key)
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, key: str) -> float:
+        values = self.values(key)
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
+    def total(self, key: str) -> float:
+        return sum(self.values(key))
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted((r.seed for r in self.runs), key=str)
+
+    def relative_improvement(self, metric: str) -> float:
+        """(mean - baseline mean) / baseline mean, in percent; nan without a baseline."""
+        if self.baseline is None or self.baseline is self:
+            return math.nan
+        base = self.baseline.mean(metric)
+        return 100.0 * (self.mean(metric) - base) / base if base else math.nan
+
+    def budget(self) -> float:
+        """The budget this group was given, for the x axis: the swept budget key, else queries spent."""
+        for key in BUDGET_KEYS:
+            value = self.setting.get(key)
+            if value not in (None, "", "null") and _is_number(value):
+                return float(value)
+        return self.mean("teacher_queries")
+
+
+def group_runs(runs: Iterable[Run], baseline: str = "finetune") -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        key = _key(run.setting)
+        groups.setdefault(key, Group(dict(run.setting))).runs.append(run)
+    for group in groups.values():
+        group.baseline = groups.get(_key(baseline_setting(group.setting, baseline)))
+    return sorted(groups.values(), key=lambda g: tuple(_sortable(v) for _, v in sorted(g.setting.items())))
+
+
+def varying_keys(groups: list[Group]) -> list[str]:
+    """Setting keys that differ between groups (constant ones go into the report's header)."""
+    keys = sorted({k for g in groups for k in g.setting}, key=_column_order)
+    return [k for k in keys if len({g.setting.get(k, "") for g in groups}) > 1 or k == "method"]
+
+
+def constant_settings(groups: list[Group]) -> dict[str, str]:
+    varying = set(varying_keys(groups))
+    return {k: groups[0].setting[k] for k in sorted(groups[0].setting, key=_column_order)
+            if k not in varying and all(g.setting.get(k) == groups[0].setting[k] for g in groups)}
+
+
+def label(group: Group, keys: list[str]) -> str:
+    return " ".join(f"{k}={group.setting[k]}" if k != "method" else group.setting[k]
+                    for k in keys if group.setting.get(k, "") != "")
+
+
+def _key(setting: dict[str, str]) -> tuple:
+    return tuple(sorted(setting.items()))
+
+
+def _column_order(key: str) -> tuple:
+    first = ("task", "student", "method", "signals")
+    return (first.index(key) if key in first else len(first), key)
+
+
+def _sortable(value: str) -> tuple:
+    return (0, float(value), "") if _is_number(value) else (1, 0.0, str(value))
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,71 @@
+"""PNG plots for the report: accuracy vs teacher budget per method, per-signal AUROC."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from tailkd.report.aggregate import BUDGET_KEYS, Group, label
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window on a cluster node
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, path: Path) -> Path | None:
+    """One panel per task, one line per setting apart from the budget; error bars are the std over seeds."""
+    line_keys = [k for k in keys if k not in BUDGET_KEYS and k != "task"]
+    panels: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
+    for g in groups:
+        if not math.isnan(g.mean(metric)):
+            panels[g.setting.get("task", "")][label(g, line_keys) or g.setting.get("method", "")].append(g)
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (task, lines) in zip(axes[0], sorted(panels.items())):
+        for name, members in sorted(lines.items()):
+            members = sorted(members, key=Group.budget)
+            stds = [0.0 if math.isnan(g.std(metric)) else g.std(metric) for g in members]
+            ax.errorbar([g.budget() for g in members], [g.mean(metric) for g in members], yerr=stds,
+                        marker="o", capsize=3, label=name)
+        ax.set_title(task)
+        ax.set_xlabel("teacher budget (queries)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_signal_auroc(groups: list[Group], keys: list[str], aurocs: list[str], path: Path) -> Path | None:
+    """Bars per signal, one per setting with signals; a dashed line marks chance (0.5)."""
+    with_signals = [g for g in groups if any(g.values(a) for a in aurocs)]
+    if not with_signals:
+        return None
+    plt = _pyplot()
+    width = 0.8 / len(with_signals)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(aurocs) + 0.3 * len(with_signals)), 4))
+    for i, g in enumerate(with_signals):
+        xs = [j + (i - (len(with_signals) - 1) / 2) * width for j in range(len(aurocs))]
+        means = [g.mean(a) for a in aurocs]
+        stds = [0.0 if math.isnan(g.std(a)) else g.std(a) for a in aurocs]
+        ax.bar(xs, [0.0 if math.isnan(m) else m for m in means], width, yerr=stds, capsize=2,
+               label=label(g, keys) or f"setting {i}")
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(aurocs)), [a.removeprefix("auroc_") for a in aurocs])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (right vs wrong annotations)")
+    ax.legend(fontsize="x-small", ncol=1 if len(with_signals) < 8 else 2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

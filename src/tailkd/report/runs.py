@@ -1,0 +1,120 @@
+"""Find finished runs under one or more folders and describe each by the settings that define it.
+
+A run is a folder with a ``results.json``. Its *setting* is what was swept: the Hydra overrides of the
+job (``.hydra/overrides.yaml``, written by every Hydra run) without ``seed``, plus task, student and
+method as the run recorded them (so ``task=chain_sum`` given or left to the default is one setting).
+Runs without Hydra's record fall back to the fields of ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# always part of a setting, read from results.json
+CORE = ("task", "student", "method")
+# overrides that change how a run is recorded or run, not what it measures
+IGNORED = ("seed", "logger", "paths", "trainer.pl.enable_progress_bar", "trainer.pl.accelerator",
+           "trainer.pl.devices", "trainer.pl.strategy", "trainer.pl.num_nodes")
+# settings a method without signals ignores (finetune runs swept together with signal presets)
+SIGNAL_KEYS = ("signals", "ta", "method.")
+# used when a run has no Hydra overrides
+FALLBACK = {"budget.max_queries": "budget_max_queries", "budget.max_usd": "budget_max_usd",
+            "teacher.corruption.rate": "teacher_error_rate", "signals": "signals_preset"}
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict[str, Any]
+    setting: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> Any:
+        return self.results.get("seed")
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+def find_runs(folders: list[Path], metric: str = "test_accuracy") -> tuple[list[Run], list[Skipped]]:
+    """Every ``results.json`` below ``folders`` that reports ``metric``; unreadable ones are skipped
+    with the reason (a report over a half-finished sweep should still be written)."""
+    runs, skipped = [], []
+    seen: set[Path] = set()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("results.json")):
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts[:-1])
+            if hidden or path.resolve() in seen:  # .submitit/, Lightning's per-rank .pl_hydra folders
+                continue
+            seen.add(path.resolve())
+            try:
+                results = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                skipped.append(Skipped(path, f"unreadable: {err}"))
+                continue
+            if not isinstance(results, dict) or metric not in results:
+                skipped.append(Skipped(path, f"no {metric!r} (a tailkd-collect run or an unfinished one)"))
+                continue
+            runs.append(Run(path.parent, results, setting_of(path.parent, results)))
+    return runs, skipped
+
+
+def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    setting = {key: _text(results.get(key)) for key in CORE}
+    overrides = _overrides(run_dir)
+    if overrides is None:
+        for key, field_name in FALLBACK.items():
+            if results.get(field_name) is not None:
+                setting[key] = _text(results[field_name])
+    else:
+        for key, value in overrides.items():
+            if key in CORE or key.startswith("hydra") or any(key == i or key.startswith(i + ".") for i in IGNORED):
+                continue
+            setting[key] = value
+    if not results.get("signals") and results.get("method") != "tail":
+        setting = {k: v for k, v in setting.items() if not _is_signal_key(k)}
+    return setting
+
+
+def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dict[str, str]:
+    """The setting of the baseline at the same task, student, budget and teacher."""
+    out = {k: v for k, v in setting.items() if not _is_signal_key(k)}
+    out["method"] = baseline
+    return out
+
+
+def _is_signal_key(key: str) -> bool:
+    return any(key == k or key.startswith(k if k.endswith(".") else k + ".") or key.startswith(k + "/")
+               for k in SIGNAL_KEYS)
+
+
+def _overrides(run_dir: Path) -> dict[str, str] | None:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return None
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError:
+        log.warning("%s is not YAML; describing the run by its results.json", path)
+        return None
+    overrides = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -1,0 +1,147 @@
+"""Write ``report.md``, ``runs.csv``, ``summary.csv`` and the PNG plots for a set of runs."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from tailkd.report.aggregate import (
+    SPEND,
+    Group,
+    constant_settings,
+    group_runs,
+    label,
+    varying_keys,
+)
+from tailkd.report.runs import Run, Skipped
+
+COUNTS = ("teacher_cache_hits", "teacher_failures")
+
+
+def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: list[Path],
+                 metric: str = "test_accuracy", baseline: str = "finetune") -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs, baseline)
+    keys = varying_keys(groups)
+    aurocs = sorted({k for r in runs for k, v in r.results.items() if k.startswith("auroc_") and v is not None},
+                    key=lambda k: (k == "auroc_weight", k))
+    written = {"runs.csv": out / "runs.csv", "summary.csv": out / "summary.csv"}
+    _write_runs_csv(runs, written["runs.csv"])
+    _write_summary_csv(groups, keys, metric, aurocs, written["summary.csv"])
+
+    from tailkd.report.plots import plot_accuracy_vs_budget, plot_signal_auroc
+
+    plots = {}
+    path = plot_accuracy_vs_budget(groups, keys, metric, out / "accuracy_vs_budget.png")
+    if path:
+        plots["accuracy vs teacher budget"] = path
+    path = plot_signal_auroc(groups, keys, aurocs, out / "signal_auroc.png")
+    if path:
+        plots["signal AUROC (right vs wrong teacher annotations)"] = path
+    written.update({p.name: p for p in plots.values()})
+
+    lines = _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots)
+    written["report.md"] = out / "report.md"
+    written["report.md"].write_text("\n".join(lines) + "\n")
+    return written
+
+
+def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots) -> list[str]:
+    lines = ["# tailkd report", ""]
+    lines.append(f"{len(runs)} runs in {len(groups)} settings, from " + ", ".join(f"`{s}`" for s in sources) + ".")
+    constant = constant_settings(groups)
+    if constant:
+        lines.append("Same in every run: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()) + ".")
+    lines += ["", f"## {metric}", "",
+              f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
+              "setting otherwise (task, student, budget, teacher).", ""]
+    header = keys + ["seeds", metric, f"Δ vs {baseline}", "before training", "teacher queries", "teacher cost USD"]
+    rows = []
+    for g in groups:
+        rows.append([g.setting.get(k, "") for k in keys] + [
+            str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
+            _pct(g.relative_improvement(metric)) if g.setting.get("method") != baseline else "",
+            _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
+        ])
+    lines += _table(header, rows)
+
+    if aurocs:
+        with_signals = [g for g in groups if any(g.values(a) for a in aurocs)]
+        lines += ["", "## Signals: AUROC at ranking right teacher annotations above wrong ones", "",
+                  "0.5 is chance; below 0.5 the signal points the wrong way for noise. Mean ± std over seeds.", ""]
+        lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs],
+                        [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
+                         + [_pm(g.mean(a), g.std(a)) for a in aurocs] for g in with_signals])
+
+    lines += ["", "## Teacher spend", ""]
+    total = {k: sum(g.total(k) for g in groups) for k in SPEND + COUNTS}
+    lines.append(f"Accounted over all runs: {total['teacher_queries']:.0f} queries, "
+                 f"{total['teacher_cost_usd']:.4f} USD; paid by these runs: {total['teacher_paid_usd']:.4f} USD "
+                 f"({total['teacher_cache_hits']:.0f} answers came from the cache, "
+                 f"{total['teacher_failures']:.0f} requests failed). Cached answers count at what they cost "
+                 "when bought, so runs compare at equal budget whatever the cache held.")
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{title}]({path.name})" for title, path in plots.items()]
+    if skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- `{s.path}`: {s.reason}" for s in skipped]
+    return lines
+
+
+def _write_runs_csv(runs: list[Run], path: Path) -> None:
+    setting_keys = sorted({k for r in runs for k in r.setting})
+    result_keys = sorted({k for r in runs for k, v in r.results.items() if _scalar(v)} - set(setting_keys))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run_dir"] + setting_keys + result_keys)
+        for r in runs:
+            writer.writerow([str(r.path)] + [r.setting.get(k, "") for k in setting_keys]
+                            + [_cell(r.results.get(k)) for k in result_keys])
+
+
+def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs: list[str], path: Path) -> None:
+    numbers = [metric, f"{metric}_before", *SPEND, *aurocs]
+    setting_keys = sorted({k for g in groups for k in g.setting})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(setting_keys + ["label", "seeds", "budget"]
+                        + [f"{n}_{s}" for n in numbers for s in ("mean", "std")] + ["relative_improvement_pct"])
+        for g in groups:
+            writer.writerow([g.setting.get(k, "") for k in setting_keys]
+                            + [label(g, keys), len(g.runs), _cell(g.budget())]
+                            + [_cell(v) for n in numbers for v in (g.mean(n), g.std(n))]
+                            + [_cell(g.relative_improvement(metric))])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f} ± –"
+
+
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return "" if value is None else value
+

@@ -1,0 +1,114 @@
+"""tailkd-report on synthetic multirun folders: grouping by setting, mean and std over seeds, the
+relative improvement over finetune at equal budget, spend totals, plots, and the empty-folder error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tailkd.cli.report import main as report_main
+from tailkd.report import find_runs, group_runs
+
+# (method, signals, budget, seed) -> accuracy; AUROCs only for tail
+ACCURACY = {
+    ("finetune", None, 50, 0): 0.30, ("finetune", None, 50, 1): 0.34, ("finetune", None, 50, 2): 0.32,
+    ("finetune", None, 100, 0): 0.40, ("finetune", None, 100, 1): 0.44, ("finetune", None, 100, 2): 0.42,
+    ("tail", "all", 50, 0): 0.33, ("tail", "all", 50, 1): 0.39, ("tail", "all", 50, 2): 0.36,
+    ("tail", "all", 100, 0): 0.41, ("tail", "all", 100, 1): 0.45, ("tail", "all", 100, 2): 0.40,
+    ("tail", "sc", 100, 0): 0.50, ("tail", "sc", 100, 1): 0.46,
+}
+
+
+def make_sweep(root: Path, with_overrides: bool = True) -> None:
+    """A folder shaped like multirun_scripts' output: finetune and tail in separate sub-sweeps."""
+    for i, ((method, signals, budget, seed), acc) in enumerate(ACCURACY.items()):
+        run = root / method / f"{i}_chain_sum_{method}_s{seed}"
+        run.mkdir(parents=True)
+        results = {
+            "task": "chain_sum", "student": "smollm2-135m-embedded", "method": method, "seed": seed,
+            "test_accuracy": acc, "test_accuracy_before": 0.13, "budget_max_queries": budget,
+            "teacher_queries": budget, "teacher_cost_usd": budget * 0.001, "teacher_paid_usd": 0.0 if seed else budget * 0.001,
+            "teacher_cache_hits": budget if seed else 0, "teacher_failures": 0, "teacher_error_rate": 0.4,
+        }
+        overrides = [f"method={method}", f"budget.max_queries={budget}", "teacher.corruption.rate=0.4",
+                     f"seed={seed}", "logger=csv"]
+        if method == "tail":
+            results.update(signals=["self_consistency"], signals_preset=signals,
+                           auroc_self_consistency=0.6 + 0.01 * seed, auroc_weight=0.55)
+            overrides.append(f"signals={signals}")
+        (run / "results.json").write_text(json.dumps(results))
+        if with_overrides:
+            (run / ".hydra").mkdir()
+            (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+
+@pytest.mark.parametrize("with_overrides", [True, False], ids=["hydra-overrides", "results-only"])
+def test_groups_give_mean_std_and_improvement_over_finetune_at_equal_budget(tmp_path, with_overrides):
+    make_sweep(tmp_path, with_overrides)
+    runs, skipped = find_runs([tmp_path])
+    assert len(runs) == len(ACCURACY) and not skipped
+    groups = {(g.setting["method"], g.setting.get("signals"), g.setting["budget.max_queries"]): g
+              for g in group_runs(runs)}
+    assert set(groups) == {("finetune", None, "50"), ("finetune", None, "100"), ("tail", "all", "50"),
+                           ("tail", "all", "100"), ("tail", "sc", "100")}
+    for (method, signals, budget), group in groups.items():
+        accs = [a for (m, s, b, _), a in ACCURACY.items() if (m, s, str(b)) == (method, signals, budget)]
+        assert group.mean("test_accuracy") == pytest.approx(statistics.fmean(accs))
+        assert group.std("test_accuracy") == pytest.approx(statistics.stdev(accs))
+    tail_50 = groups[("tail", "all", "50")]
+    assert tail_50.baseline is groups[("finetune", None, "50")]
+    assert tail_50.relative_improvement("test_accuracy") == pytest.approx(100 * (0.36 - 0.32) / 0.32)
+    assert groups[("tail", "sc", "100")].relative_improvement("test_accuracy") == pytest.approx(100 * (0.48 - 0.42) / 0.42)
+    assert math.isnan(groups[("finetune", None, "50")].relative_improvement("test_accuracy"))
+
+
+def test_report_writes_markdown_csv_and_plots(tmp_path):
+    make_sweep(tmp_path)
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| finetune |  | 50 | 3 | 0.320 ± 0.020 |  |" in report
+    assert "| tail | all | 50 | 3 | 0.360 ± 0.030 | +12.5% |" in report
+    assert "| tail | all | 100 | 3 | 0.420 ± 0.026 | +0.0% |" in report
+    assert "0.610 ± 0.010" in report  # AUROC of self-consistency over seeds 0, 1, 2
+    for png in ("accuracy_vs_budget.png", "signal_auroc.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (tmp_path / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    sc = next(r for r in rows if r["signals"] == "sc")
+    assert float(sc["test_accuracy_mean"]) == pytest.approx(0.48)
+    assert sc["seeds"] == "2"
+    with (tmp_path / "runs.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(ACCURACY)
+    # spend: 14 runs accounted; only the seed-0 runs paid
+    accounted = sum(b * 0.001 for (_, _, b, _) in ACCURACY)
+    paid = sum(b * 0.001 for (_, _, b, s) in ACCURACY if s == 0)
+    assert f"{accounted:.4f} USD; paid by these runs: {paid:.4f} USD" in report
+
+
+def test_report_skips_unfinished_runs_and_says_so(tmp_path):
+    make_sweep(tmp_path)
+    broken = tmp_path / "tail" / "99_broken"
+    broken.mkdir()
+    (broken / "results.json").write_text("{not json")
+    collect = tmp_path / "collect"
+    collect.mkdir()
+    (collect / "results.json").write_text(json.dumps({"task": "chain_sum", "num_annotations": 3}))
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Skipped" in report and "99_broken" in report and "unreadable" in report
+    assert "tailkd-collect run" in report
+
+
+def test_empty_folder_is_one_clear_error(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tailkd-report: no finished runs") and str(tmp_path) in err
+    assert not (tmp_path / "report.md").exists()
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
