@@ -6,12 +6,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import secrets  # noqa: E402
+import string  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from fake_openai import FakeOpenAI  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+KEY_ENV = "OPENAI_API_KEY"
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +29,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data samples not found at {SHARED_DATA} (../shared/data beside the checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def api_key(monkeypatch) -> str:
+    """A random key in the environment, for tests that check it is sent and never written."""
+    key = "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+    monkeypatch.setenv(KEY_ENV, key)
+    return key
+
+
+@pytest.fixture
+def fake():
+    """fake(**options) -> a started FakeOpenAI (tests/fake_openai.py), stopped after the test."""
+    servers: list[FakeOpenAI] = []
+
+    def start(**options) -> FakeOpenAI:
+        servers.append(FakeOpenAI(**options).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

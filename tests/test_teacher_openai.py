@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -26,37 +24,16 @@ from tailkd.errors import ConfigError
 from tailkd.tasks import load_task_data
 from tailkd.teachers import CACHE_FILE, CompletionCache, build_collector, get_selector
 
+from conftest import KEY_ENV
 from fake_openai import ALL_FAULTS, FakeOpenAI, answer
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_SAMPLE = REPO.parent / "shared" / "data" / "gsm8k" / "test_sample.jsonl"
-KEY_ENV = "OPENAI_API_KEY"
 FAST = {"max_attempts": 5, "base_delay_s": 0.01, "max_delay_s": 0.05}
 FAST_OVERRIDES = ["teacher.retry.base_delay_s=0.01", "teacher.retry.max_delay_s=0.05", "teacher.timeout_s=0.5"]
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------
-@pytest.fixture
-def api_key(monkeypatch) -> str:
-    key = "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
-    monkeypatch.setenv(KEY_ENV, key)
-    return key
-
-
-@pytest.fixture
-def fake():
-    """fake(**options) -> a started FakeOpenAI, stopped after the test."""
-    servers: list[FakeOpenAI] = []
-
-    def start(**options) -> FakeOpenAI:
-        servers.append(FakeOpenAI(**options).start())
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def data():
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "chain_sum.yaml"), resolve=True)

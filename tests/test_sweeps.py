@@ -1,0 +1,78 @@
+"""Sweeps end to end: a two-job Hydra multirun (one finished W&B run per job, grouped by sweep; a
+signal ablation pays the teacher once and samples the student once), the smoke grid script, and
+tailkd-report on what they wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tailkd.cli.report import main as report_main
+
+from test_teacher_openai import openai_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    # the scripts call $TAILKD_TRAIN: this Python's module, whether or not its bin/ is on PATH
+    env = {**os.environ, "TAILKD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1",
+           "TAILKD_TRAIN": f"{sys.executable} -m tailkd.cli.train"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def _results(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.rglob("results.json"), key=lambda p: p.parent.name)]
+
+
+def _wandb_run(job: Path) -> tuple[str, bytes]:
+    """The debug log and the records of the job's single offline W&B run."""
+    runs = list((job / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return (runs[0] / "logs" / "debug.log").read_text(), next(runs[0].glob("run-*.wandb")).read_bytes()
+
+
+def test_signal_ablation_multirun_pays_the_teacher_once_and_samples_once(fake, api_key, tmp_path):
+    server = fake()
+    sweep = tmp_path / "ablation"
+    _run([sys.executable, "-m", "tailkd.cli.train", "-m", "experiment=smoke", "method=tail", "signals=all,sc",
+          *openai_overrides(server), f"hydra.sweep.dir={sweep}"], tmp_path / "cache")
+    first, second = _results(sweep)
+    assert (first["signals_preset"], second["signals_preset"]) == ("all", "sc")
+    assert first["teacher_paid_usd"] > 0 and first["teacher_cache_hits"] == 0
+    assert second["teacher_queries"] == first["teacher_queries"] == second["teacher_cache_hits"] == 32
+    assert second["teacher_paid_usd"] == 0 and second["teacher_requests_sent"] == 0
+    assert second["teacher_cost_usd"] == first["teacher_cost_usd"]  # equal budget whatever the cache held
+    assert server.count == first["teacher_requests_sent"]
+    # the same warm-up gives the same weights: the sc job reads the samples the all job drew
+    assert first["signal_cache_hits"] == 0 and second["signal_cache_hits"] == 1
+    assert first["auroc_self_consistency"] == second["auroc_self_consistency"]
+
+    for job, preset in zip(sorted(p for p in sweep.iterdir() if p.is_dir()), ("all", "sc")):
+        debug, records = _wandb_run(job)
+        assert "finishing run" in debug and "got exitcode: 0" in debug
+        for expected in (sweep.name, "tail", f"signals:{preset}", "task:chain_sum", "budget:32", "student:tiny",
+                         "test_accuracy_warmup", "signal_cache_hits"):  # group, job type, tags, summary
+            assert expected.encode() in records, expected
+        assert api_key.encode() not in records
+
+
+def test_smoke_grid_then_report(tmp_path):
+    sweep = tmp_path / "smoke"
+    _run(["bash", str(REPO / "multirun_scripts" / "smoke_grid.sh"), f"hydra.sweep.dir={sweep}", "logger=csv"],
+         tmp_path / "cache")
+    results = _results(sweep)
+    assert len(results) == 8
+    assert {(r["method"], r["budget_max_queries"], r["seed"]) for r in results} == {
+        (m, b, s) for m in ("finetune", "tail") for b in (16, 32) for s in (0, 1)}
+    assert report_main([str(sweep)]) == 0
+    report = (sweep / "report.md").read_text()
+    assert "8 runs in 4 settings" in report
+    assert (sweep / "accuracy_vs_budget.png").stat().st_size > 1000
+    assert (sweep / "signal_auroc.png").stat().st_size > 1000
+    assert "## Signals: AUROC" in report
