@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tailkd.config import config_dir, validate
+from tailkd.errors import ConfigError
 from tailkd.tasks import Task
 from tailkd.teachers import Budget, build_collector
 
@@ -27,6 +28,7 @@ def _compose(overrides, name="train"):
 def test_every_config_file_is_covered():
     covered = {CONF / group / f"{name}.yaml" for group, name in _options()}
     covered |= {CONF / "train.yaml", CONF / "collect.yaml"} | set((CONF / "hydra").glob("*.yaml"))
+    covered |= {CONF / "hydra" / "launcher" / f"{name}.yaml" for name in LAUNCHERS}
     assert set(CONF.rglob("*.yaml")) == covered
 
 
@@ -50,6 +52,35 @@ def test_config_composes_and_builds(group, name, tmp_path):
         assert cfg.task.name == name
     if group == "student":
         assert cfg.student.name == name
+
+
+LAUNCHERS = sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_config_composes_and_names_an_installed_launcher(name):
+    from hydra.utils import get_class
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+    launcher = get_class(cfg.hydra.launcher._target_)
+    assert launcher.__name__ in ("JoblibLauncher", "SlurmLauncher")
+    assert "submitit_folder" in cfg.hydra.launcher or cfg.hydra.launcher.n_jobs >= 1
+
+
+def test_trainer_strategies_build():
+    from pytorch_lightning.strategies import FSDPStrategy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from tailkd.training.strategies import fsdp
+
+    cfg = _compose(["trainer=fsdp"])
+    strategy = instantiate(cfg.trainer.pl.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    assert fsdp(["LlamaDecoderLayer"]).kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
+    assert _compose(["trainer=ddp"]).trainer.pl.strategy == "ddp"
+    with pytest.raises(ConfigError, match="NoSuchBlock"):
+        fsdp(["NoSuchBlock"])
 
 
 def test_collect_config_composes(tmp_path):

@@ -22,9 +22,13 @@ def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
     from tailkd.methods.pipeline import write_results
+    from tailkd.training.distributed import launched_rank
 
     validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if launched_rank() > 0:  # a DDP rank Lightning started: the run's files are rank 0's to write
+        run_dir = run_dir / f".rank{launched_rank()}"
+        run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.trainer.get("num_threads"):
         import torch

@@ -31,6 +31,7 @@ from tailkd.signals.self_consistency import self_consistency
 from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
 from tailkd.teachers.budget import Spend
+from tailkd.training.distributed import from_rank_zero, main_process_first
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,16 @@ class Tail:
             with P.inference_precision(cfg, student):
                 consistency = self_consistency(student, data.task, rest, k=settings.k, temperature=settings.temperature,
                                                batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed))
+            consistency = from_rank_zero(consistency)
             rest = sorted(rest, key=lambda e: consistency[e.id].majority_share)  # stable: ties keep order
         spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
-        annotations = warm + collector.collect(rest, budget=budget.minus(spent))
+        with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
+            annotations = warm + collector.collect(rest, budget=budget.minus(spent))
         spend = P.spend_summary(collector, annotations, run_dir)
 
         # signals from the warmed-up student and the TA, then stage 2
         with P.inference_precision(cfg, student):
-            rows, signal_summary = self._signals(cfg, settings, student, data, annotations, examples, stop)
+            rows, signal_summary = from_rank_zero(self._signals(cfg, settings, student, data, annotations, examples, stop))
         P.write_jsonl(run_dir / "signals.jsonl", rows)
         P.log_signals(loggers, rows)
         weights = {row["id"]: row["weight"] for row in rows}

@@ -13,6 +13,7 @@ from tailkd.models.generation import generate_texts
 from tailkd.models.student import Student
 from tailkd.tasks import Task
 from tailkd.training.data import ExampleBatch
+from tailkd.training.distributed import gather_lists
 from tailkd.training.loss import per_example_token_loss, weighted_mean
 
 
@@ -118,6 +119,12 @@ class DistillModule(pl.LightningModule):
             })
 
     def on_test_epoch_end(self) -> None:
+        # under DDP each rank saw a shard (padded with repeats): every rank gets all, once each, in order
+        gathered = gather_lists(self.predictions)
+        if len(gathered) != len(self.predictions):
+            unique = {p["id"]: p for p in reversed(gathered)}
+            order = {e.id: i for i, e in enumerate(getattr(self.trainer.datamodule, "test_examples", []))}
+            self.predictions = sorted(unique.values(), key=lambda p: order.get(p["id"], len(order)))
         self.log(f"{self.eval_tag}/accuracy", self.accuracy, batch_size=max(1, len(self.predictions)))
 
     @property

@@ -41,12 +41,18 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_con
 
 
 def build_trainer(pl_kwargs: Mapping[str, Any], loggers: list[Logger], run_dir: Path) -> pl.Trainer:
+    kwargs = dict(pl_kwargs)
+    strategy = kwargs.get("strategy")
+    if isinstance(strategy, Mapping) and "_target_" in strategy:  # trainer=fsdp: a strategy object
+        from hydra.utils import instantiate
+
+        kwargs["strategy"] = instantiate(strategy)
     try:
         return pl.Trainer(
             logger=loggers,
             default_root_dir=str(run_dir),
             enable_model_summary=False,
-            **dict(pl_kwargs),
+            **kwargs,
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"trainer.pl: {err}") from err
