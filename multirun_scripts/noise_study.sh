@@ -6,11 +6,15 @@
 # signal (sc / ta_teacher reuse them through the signal cache, see tailkd/signals/cache.py).
 #   bash multirun_scripts/noise_study.sh                        # sequential, all cores per job
 #   bash multirun_scripts/noise_study.sh hydra/launcher=parallel trainer.num_threads=1   # 2 jobs at once
-# Extra arguments go to every multirun (e.g. hydra.sweep.dir=DIR, seed=0,1,2,3,4). Then: tailkd-report DIR
+# Grid dimensions come from the environment (RATES, BUDGETS, SEEDS); other arguments go to every
+# multirun (e.g. hydra.sweep.dir=DIR). Then: tailkd-report DIR
+RATES=${RATES:-0.2,0.4}
+BUDGETS=${BUDGETS:-50,100}
+SEEDS=${SEEDS:-0,1,2}
 set -euo pipefail
 source "$(dirname "$0")/_sweep.sh" noise_study "$@"
-COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate=0.2,0.4
-        budget.max_queries=50,100 seed=0,1,2 logger=csv)
+COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate="$RATES"
+        budget.max_queries="$BUDGETS" seed="$SEEDS" logger=csv)
 sweep finetune  method=finetune                       "${COMMON[@]}"
 sweep tail_all  method=tail signals=all               "${COMMON[@]}"
 sweep tail_ablation method=tail signals=sc,ta_teacher "${COMMON[@]}"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tailkd.cli.report import main as report_main
 
 from test_teacher_openai import openai_overrides
@@ -76,3 +78,25 @@ def test_smoke_grid_then_report(tmp_path):
     assert (sweep / "accuracy_vs_budget.png").stat().st_size > 1000
     assert (sweep / "signal_auroc.png").stat().st_size > 1000
     assert "## Signals: AUROC" in report
+
+
+SCRIPTS = sorted(p.name for p in (REPO / "multirun_scripts").glob("*.sh") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_multirun_script_composes_and_passes_arguments_on(script, tmp_path):
+    """Each script's sweeps, dry: every swept value composes; the user's arguments reach every multirun,
+    and hydra.sweep.dir=DIR names the folder all of them write into."""
+    log = tmp_path / "sweeps.jsonl"
+    env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}"}
+    proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / script), f"hydra.sweep.dir={tmp_path / 'study'}",
+                           "trainer.lr=3e-4"], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    sweeps = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sweeps
+    for sweep in sweeps:
+        assert "trainer.lr=3e-4" in sweep["overrides"]
+        dirs = [o for o in sweep["overrides"] if o.startswith("hydra.sweep.dir=")]
+        assert len(dirs) == 1 and dirs[0].startswith(f"hydra.sweep.dir={tmp_path / 'study'}")
+        assert "logger.wandb.group=study" in sweep["overrides"]
+    assert {m for s in sweeps for m in s["dims"]["method"]} >= {"finetune", "tail"}

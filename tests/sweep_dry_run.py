@@ -1,0 +1,33 @@
+"""Stands in for tailkd-train in the multirun scripts' test (TAILKD_TRAIN="python sweep_dry_run.py"):
+composes the config for every value of every swept dimension instead of running the jobs, and
+appends what it was asked to sweep to $SWEEP_LOG."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from hydra import compose, initialize_config_dir
+
+from tailkd.config import config_dir, validate
+
+
+def main(argv: list[str]) -> None:
+    assert argv[0] == "-m", "the scripts run Hydra multiruns"
+    overrides = argv[1:]
+    # Hydra's own keys (sweep dir, launcher) are checked by Hydra when the real run starts
+    job = [o for o in overrides if not o.startswith("hydra")]
+    dims = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in job}
+    base = [f"{k}={v[0]}" for k, v in dims.items()]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for key, values in dims.items():
+            for value in values:
+                cfg = compose("train", overrides=[o for o in base if not o.startswith(key + "=")] + [f"{key}={value}"])
+                validate(cfg)
+    with open(os.environ["SWEEP_LOG"], "a") as log:
+        log.write(json.dumps({"overrides": overrides, "dims": dims}) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
