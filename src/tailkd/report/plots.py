@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from tailkd.report.aggregate import BUDGET_KEYS, Group, label
+from tailkd.report.runs import is_signal_key
 
 
 def _pyplot():
@@ -19,17 +20,24 @@ def _pyplot():
 
 
 def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, path: Path) -> Path | None:
-    """One panel per task, one line per setting apart from the budget; error bars are the std over seeds."""
-    line_keys = [k for k in keys if k not in BUDGET_KEYS and k != "task"]
+    """One line per method (with its signals), one panel per everything else that varies (task, teacher
+    error rate, student, ...); error bars are the std over seeds."""
+    line_keys = [k for k in keys if k == "method" or is_signal_key(k)]
+    panel_keys = [k for k in keys if k not in BUDGET_KEYS and k not in line_keys]
     panels: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for g in groups:
         if not math.isnan(g.mean(metric)):
-            panels[g.setting.get("task", "")][label(g, line_keys) or g.setting.get("method", "")].append(g)
+            panel = label(g, panel_keys) or g.setting.get("task", "")
+            panels[panel][label(g, line_keys) or g.setting.get("method", "")].append(g)
     if not panels:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, (task, lines) in zip(axes[0], sorted(panels.items())):
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (task, lines) in zip(axes.flat, sorted(panels.items())):
         for name, members in sorted(lines.items()):
             members = sorted(members, key=Group.budget)
             stds = [0.0 if math.isnan(g.std(metric)) else g.std(metric) for g in members]

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # always part of a setting, read from results.json
 CORE = ("task", "student", "method")
 # overrides that change how a run is recorded or run, not what it measures
-IGNORED = ("seed", "logger", "paths", "trainer.pl.enable_progress_bar", "trainer.pl.accelerator",
+IGNORED = ("seed", "logger", "paths", "trainer.num_threads", "trainer.pl.enable_progress_bar", "trainer.pl.accelerator",
            "trainer.pl.devices", "trainer.pl.strategy", "trainer.pl.num_nodes")
 # settings a method without signals ignores (finetune runs swept together with signal presets)
 SIGNAL_KEYS = ("signals", "ta", "method.")
@@ -83,18 +83,18 @@ def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
                 continue
             setting[key] = value
     if not results.get("signals") and results.get("method") != "tail":
-        setting = {k: v for k, v in setting.items() if not _is_signal_key(k)}
+        setting = {k: v for k, v in setting.items() if not is_signal_key(k)}
     return setting
 
 
 def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dict[str, str]:
     """The setting of the baseline at the same task, student, budget and teacher."""
-    out = {k: v for k, v in setting.items() if not _is_signal_key(k)}
+    out = {k: v for k, v in setting.items() if not is_signal_key(k)}
     out["method"] = baseline
     return out
 
 
-def _is_signal_key(key: str) -> bool:
+def is_signal_key(key: str) -> bool:
     return any(key == k or key.startswith(k if k.endswith(".") else k + ".") or key.startswith(k + "/")
                for k in SIGNAL_KEYS)
 
