@@ -14,9 +14,13 @@ SEEDS=${SEEDS:-0,1,2}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,sc+ta_student,sc+ta_teacher,ta_student+ta_teacher,all}
 # Other arguments go to every multirun (teacher, launcher, hydra.sweep.dir=DIR, ...). Then: tailkd-report DIR
 set -euo pipefail
-source "$(dirname "$0")/_sweep.sh" ablation_grid "$@"
-GRID=(task="$TASKS" student="$STUDENTS" budget.max_queries="$BUDGETS" seed="$SEEDS")
-sweep finetune    method=finetune                        "${GRID[@]}"
-sweep tail        method=tail signals="$SIGNALS"         "${GRID[@]}"
-sweep tail_no_warmup method=tail_no_warmup signals=all   "${GRID[@]}"
-echo "tailkd-report $SWEEP_DIR"
+# one function, read whole before it runs: editing this file during a long study cannot derail it
+main() {
+  source "$(dirname "$0")/_sweep.sh" ablation_grid "$@"
+  GRID=(task="$TASKS" student="$STUDENTS" budget.max_queries="$BUDGETS" seed="$SEEDS")
+  sweep finetune    method=finetune                        "${GRID[@]}"
+  sweep tail        method=tail signals="$SIGNALS"         "${GRID[@]}"
+  sweep tail_no_warmup method=tail_no_warmup signals=all   "${GRID[@]}"
+  echo "tailkd-report $SWEEP_DIR"
+}
+main "$@"

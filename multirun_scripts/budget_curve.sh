@@ -9,8 +9,12 @@ BUDGETS=${BUDGETS:-25,50,100,200}
 SEEDS=${SEEDS:-0,1,2}
 SIGNALS=${SIGNALS:-all}
 set -euo pipefail
-source "$(dirname "$0")/_sweep.sh" budget_curve "$@"
-GRID=(task="$TASK" budget.max_queries="$BUDGETS" seed="$SEEDS")
-sweep finetune method=finetune                  "${GRID[@]}"
-sweep tail     method=tail signals="$SIGNALS"   "${GRID[@]}"
-echo "tailkd-report $SWEEP_DIR"
+# one function, read whole before it runs: editing this file during a long study cannot derail it
+main() {
+  source "$(dirname "$0")/_sweep.sh" budget_curve "$@"
+  GRID=(task="$TASK" budget.max_queries="$BUDGETS" seed="$SEEDS")
+  sweep finetune method=finetune                  "${GRID[@]}"
+  sweep tail     method=tail signals="$SIGNALS"   "${GRID[@]}"
+  echo "tailkd-report $SWEEP_DIR"
+}
+main "$@"

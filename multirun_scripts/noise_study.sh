@@ -12,11 +12,15 @@ RATES=${RATES:-0.2,0.4}
 BUDGETS=${BUDGETS:-50,100}
 SEEDS=${SEEDS:-0,1,2}
 set -euo pipefail
-source "$(dirname "$0")/_sweep.sh" noise_study "$@"
-COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate="$RATES"
-        budget.max_queries="$BUDGETS" seed="$SEEDS" logger=csv)
-sweep finetune  method=finetune                       "${COMMON[@]}"
-sweep tail_all  method=tail signals=all               "${COMMON[@]}"
-sweep tail_ablation method=tail signals=sc,ta_teacher "${COMMON[@]}"
-sweep tail_none method=tail signals=none              "${COMMON[@]}"
-echo "tailkd-report $SWEEP_DIR"
+# one function, read whole before it runs: editing this file during a long study cannot derail it
+main() {
+  source "$(dirname "$0")/_sweep.sh" noise_study "$@"
+  COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate="$RATES"
+          budget.max_queries="$BUDGETS" seed="$SEEDS" logger=csv)
+  sweep finetune  method=finetune                       "${COMMON[@]}"
+  sweep tail_all  method=tail signals=all               "${COMMON[@]}"
+  sweep tail_ablation method=tail signals=sc,ta_teacher "${COMMON[@]}"
+  sweep tail_none method=tail signals=none              "${COMMON[@]}"
+  echo "tailkd-report $SWEEP_DIR"
+}
+main "$@"
