@@ -294,3 +294,34 @@ def test_crash_and_resume_pays_nothing_twice(fake, api_key, tmp_path):
     assert sent1 - len(paid1) <= 4  # at most the requests in flight at the kill were lost
     assert len(CompletionCache(cache / CACHE_FILE)) == 30
     assert_key_nowhere(api_key, [tmp_path / "run1", tmp_path / "run2", cache], [out1, out2])
+
+
+@pytest.mark.parametrize("fail_rate", [0.0, 0.4], ids=["clean", "faults"])
+def test_identical_questions_in_flight_are_paid_once(fake, api_key, data, tmp_path, fail_rate):
+    """A pool that repeats questions (chain_sum does): with 16 in flight, the repeat waits for the
+    first answer and is served from the cache at its cost, instead of being bought twice."""
+    from dataclasses import replace
+
+    server = fake(latency_s=0.05, fail_rate=fail_rate, faults=("429", "500"))
+    base = buying_order(data)[:10]
+    order = [replace(e, id=f"{e.id}-copy{c}") for c in range(3) for e in base]  # each question 3 times, ids differ
+    collector = make_collector(server, tmp_path, data, {"max_queries": None}, max_concurrency=16)
+    annotations = collector.collect(order)
+    assert [a.example_id for a in annotations] == [e.id for e in order]
+    ledger = collector.ledger.entries
+    assert len([e for e in ledger if e["status"] == "paid"]) == 10
+    assert len([e for e in ledger if e["status"] == "cache_hit"]) == 20
+    assert server.wait_quiet() == sum(e["attempts"] for e in ledger if e["status"] == "paid")
+    by_question = {}
+    for a in annotations:
+        by_question.setdefault(a.prompt, set()).add((a.text, a.cost_usd))
+    assert all(len(v) == 1 for v in by_question.values())  # the same answer at the same cost
+
+
+def test_repeats_count_against_the_budget(fake, api_key, data, tmp_path):
+    server = fake(latency_s=0.05)
+    base = buying_order(data)[:4]
+    order = [e for c in range(3) for e in base]  # repeated questions, same ids
+    collector = make_collector(server, tmp_path, data, {"max_queries": 6}, max_concurrency=16)
+    annotations = collector.collect(order)
+    assert len(annotations) == 6 and server.wait_quiet() == 4

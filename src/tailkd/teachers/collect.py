@@ -135,12 +135,15 @@ class Collector:
         guard = BudgetGuard(budget)
         results: dict[int, Annotation] = {}
         in_flight: dict[Future, list[tuple[int, TeacherRequest, Spend]]] = {}
+        # a request identical to one in flight (a question repeated in the pool, a sample index asked
+        # twice) waits for that answer instead of paying for it again: key -> the requests waiting
+        waiting: dict[str, list[tuple[int, TeacherRequest]]] = {}
         bar = tqdm(total=planned, desc=f"teacher {self.backend.name}", unit="q", disable=not self.progress)
         stopped = False
         with ThreadPoolExecutor(max_workers=max(1, self.backend.max_concurrency)) as pool:
             while True:
                 while not stopped and not self._fatal and queue and len(in_flight) < max(1, self.backend.max_concurrency):
-                    batch, blocked = self._next_batch(queue, guard, results, bar)
+                    batch, blocked = self._next_batch(queue, guard, results, bar, waiting)
                     if batch:
                         in_flight[pool.submit(self._call, [r for _, r, _ in batch])] = batch
                     if blocked:
@@ -154,6 +157,8 @@ class Collector:
                     for (index, request, reserved), outcome in zip(batch, future.result()):
                         self._settle(index, request, reserved, outcome, guard, results)
                         bar.update(1 if outcome.completion else 0)
+                        # back to the front: now a cache hit, or (the request failed) sent themselves
+                        queue.extendleft(reversed(waiting.pop(self._key(request), [])))
                 bar.set_postfix(usd=f"{guard.spent.usd:.4f}", failed=self._failures)
         bar.close()
         if self._fatal:
@@ -172,12 +177,19 @@ class Collector:
             )
         return [results[i] for i in sorted(results)]
 
-    def _next_batch(self, queue, guard: BudgetGuard, results, bar) -> tuple[list, bool]:
-        """Up to ``batch_size`` requests with budget reserved; cache hits are served on the way."""
+    def _key(self, request: TeacherRequest) -> str | None:
+        return request.cache_key(self.backend.name, self._identity) if self.cache is not None else None
+
+    def _next_batch(self, queue, guard: BudgetGuard, results, bar, waiting) -> tuple[list, bool]:
+        """Up to ``batch_size`` requests with budget reserved; cache hits are served on the way, and
+        a request identical to one in flight is set aside in ``waiting`` until that one settles."""
         batch: list[tuple[int, TeacherRequest, Spend]] = []
         while queue and len(batch) < max(1, self.backend.batch_size):
             index, request = queue[0]
-            key = request.cache_key(self.backend.name, self._identity) if self.cache else None
+            key = self._key(request)
+            if key is not None and key in waiting:
+                waiting[key].append(queue.popleft())
+                continue
             hit = self.cache.get(key) if key else None
             if hit is not None:
                 completion, cost = hit
@@ -193,6 +205,8 @@ class Collector:
                 return batch, True
             queue.popleft()
             batch.append((index, request, worst))
+            if key is not None:
+                waiting[key] = []
         return batch, False
 
     def _call(self, requests: list[TeacherRequest]) -> list[_Outcome]:
