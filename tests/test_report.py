@@ -112,3 +112,12 @@ def test_empty_folder_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
     assert report_main([str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_report_names_settings_whose_seeds_repeat(tmp_path):
+    make_sweep(tmp_path / "a")
+    make_sweep(tmp_path / "b")  # the same sweep twice
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Repeated seeds" in report and "seeds 0, 0, 1, 1, 2, 2" in report
+    assert "28 runs in 5 settings" in report

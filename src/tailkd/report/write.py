@@ -85,6 +85,12 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{title}]({path.name})" for title, path in plots.items()]
+    repeated = [g for g in groups if len(set(map(str, g.seeds))) < len(g.runs)]
+    if repeated:
+        lines += ["", "## Repeated seeds", "",
+                  "These settings have a seed run more than once (a rerun, or two folders holding the same runs); "
+                  "every run counts in the mean and std above:", ""]
+        lines += [f"- {label(g, keys)}: seeds {', '.join(map(str, g.seeds))}" for g in repeated]
     if skipped:
         lines += ["", "## Skipped", ""]
         lines += [f"- `{s.path}`: {s.reason}" for s in skipped]
