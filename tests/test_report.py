@@ -73,8 +73,9 @@ def test_report_writes_markdown_csv_and_plots(tmp_path):
     assert report_main([str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| finetune |  | 50 | 3 | 0.320 ± 0.020 |  |" in report
-    assert "| tail | all | 50 | 3 | 0.360 ± 0.030 | +12.5% |" in report
-    assert "| tail | all | 100 | 3 | 0.420 ± 0.026 | +0.0% |" in report
+    # paired by seed: 0.33-0.30, 0.39-0.34, 0.36-0.32 -> +0.03, +0.05, +0.04
+    assert "| tail | all | 50 | 3 | 0.360 ± 0.030 | +12.5% | +0.040 ± 0.010 (3/0) |" in report
+    assert "| tail | all | 100 | 3 | 0.420 ± 0.026 | +0.0% | +0.000 ± 0.017 (2/1) |" in report  # +.01 +.01 -.02
     assert "0.610 ± 0.010" in report  # AUROC of self-consistency over seeds 0, 1, 2
     for png in ("accuracy_vs_budget.png", "signal_auroc.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -46,6 +46,15 @@ class Group:
         base = self.baseline.mean(metric)
         return 100.0 * (self.mean(metric) - base) / base if base else math.nan
 
+    def paired_differences(self, metric: str) -> list[float]:
+        """metric - baseline metric for each seed both have (same seed: same questions bought, same
+        data order), which cancels much of the seed-to-seed spread that the means carry."""
+        if self.baseline is None or self.baseline is self:
+            return []
+        base = {str(r.seed): r.results.get(metric) for r in self.baseline.runs}
+        return [float(r.results[metric]) - float(base[str(r.seed)]) for r in self.runs
+                if _is_number(r.results.get(metric)) and _is_number(base.get(str(r.seed)))]
+
     def budget(self) -> float:
         """The budget this group was given, for the x axis: the swept budget key, else queries spent."""
         for key in BUDGET_KEYS:

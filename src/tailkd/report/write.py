@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,18 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         lines.append("Same in every run: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()) + ".")
     lines += ["", f"## {metric}", "",
               f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
-              "setting otherwise (task, student, budget, teacher).", ""]
-    header = keys + ["seeds", metric, f"Δ vs {baseline}", "before training", "teacher queries", "teacher cost USD"]
+              "setting otherwise (task, student, budget, teacher). Paired: the difference to "
+              f"`{baseline}` seed by seed (the same seed buys the same questions), mean ± std, and how many "
+              "seeds it won / lost.", ""]
+    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "before training",
+                     "teacher queries", "teacher cost USD"]
     rows = []
     for g in groups:
+        is_baseline = g.setting.get("method") == baseline
         rows.append([g.setting.get(k, "") for k in keys] + [
             str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
-            _pct(g.relative_improvement(metric)) if g.setting.get("method") != baseline else "",
+            _pct(g.relative_improvement(metric)) if not is_baseline else "",
+            _paired(g.paired_differences(metric)) if not is_baseline else "",
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
         ])
     lines += _table(header, rows)
@@ -132,6 +138,15 @@ def _pm(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "–"
     return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f} ± –"
+
+
+def _paired(diffs: list[float]) -> str:
+    if not diffs:
+        return "–"
+    mean = sum(diffs) / len(diffs)
+    std = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
+    won, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return f"{mean:+.3f} ± {'–' if math.isnan(std) else f'{std:.3f}'} ({won}/{lost})"
 
 
 def _pct(value: float) -> str:
