@@ -55,25 +55,27 @@ def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, p
 
 
 def plot_signal_auroc(groups: list[Group], keys: list[str], aurocs: list[str], path: Path) -> Path | None:
-    """Bars per signal, one per setting with signals; a dashed line marks chance (0.5)."""
+    """Bars per signal, one per setting that computed it; a dashed line marks chance (0.5)."""
     with_signals = [g for g in groups if any(g.values(a) for a in aurocs)]
     if not with_signals:
         return None
     plt = _pyplot()
+    colours = plt.get_cmap("tab20").colors
     width = 0.8 / len(with_signals)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(aurocs) + 0.3 * len(with_signals)), 4))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.8 * len(aurocs) + 0.25 * len(with_signals)),
+                                    4.5 + 0.22 * math.ceil(len(with_signals) / 2)))
     for i, g in enumerate(with_signals):
-        xs = [j + (i - (len(with_signals) - 1) / 2) * width for j in range(len(aurocs))]
-        means = [g.mean(a) for a in aurocs]
-        stds = [0.0 if math.isnan(g.std(a)) else g.std(a) for a in aurocs]
-        ax.bar(xs, [0.0 if math.isnan(m) else m for m in means], width, yerr=stds, capsize=2,
-               label=label(g, keys) or f"setting {i}")
+        offset = (i - (len(with_signals) - 1) / 2) * width
+        present = [(j, g.mean(a), g.std(a)) for j, a in enumerate(aurocs) if not math.isnan(g.mean(a))]
+        ax.bar([j + offset for j, _, _ in present], [m for _, m, _ in present], width,
+               yerr=[0.0 if math.isnan(s) else s for _, _, s in present], capsize=2,
+               color=colours[i % len(colours)], label=label(g, keys) or f"setting {i}")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(aurocs)), [a.removeprefix("auroc_") for a in aurocs])
     ax.set_ylim(0, 1)
     ax.set_ylabel("AUROC (right vs wrong annotations)")
-    ax.legend(fontsize="x-small", ncol=1 if len(with_signals) < 8 else 2)
+    ax.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
