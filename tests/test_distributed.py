@@ -7,17 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from tailkd.report import find_runs
 
+from helpers import REPO
+from test_teacher_openai import jsonl as _jsonl
 from test_teacher_openai import openai_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tail_under_ddp_on_two_cpu_processes(fake, api_key, tmp_path):

@@ -122,3 +122,15 @@ def test_report_names_settings_whose_seeds_repeat(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Repeated seeds" in report and "seeds 0, 0, 1, 1, 2, 2" in report
     assert "28 runs in 5 settings" in report
+
+
+def test_signal_presets_of_any_tail_variant_stay_in_its_setting(tmp_path):
+    from tailkd.report.runs import setting_of
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=tail_no_warmup", "signals=none", "seed=1"]))
+    results = {"task": "chain_sum", "student": "tiny", "method": "tail_no_warmup", "signals": [], "signals_preset": "none"}
+    assert setting_of(run, results) == {"task": "chain_sum", "student": "tiny", "method": "tail_no_warmup", "signals": "none"}
+    finetune = {"task": "chain_sum", "student": "tiny", "method": "finetune"}
+    assert "signals" not in setting_of(run, finetune)  # a method without signals ignores the group

@@ -14,9 +14,8 @@ import pytest
 
 from tailkd.cli.report import main as report_main
 
+from helpers import REPO
 from test_teacher_openai import openai_overrides
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(cmd: list[str], cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -26,8 +26,9 @@ def run(cfg: DictConfig) -> dict:
 
     validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if launched_rank() > 0:  # a DDP rank Lightning started: the run's files are rank 0's to write
-        run_dir = run_dir / f".rank{launched_rank()}"
+    rank = launched_rank()
+    if rank > 0:  # a DDP rank Lightning started: the run's files are rank 0's to write
+        run_dir = run_dir / f".rank{rank}"
         run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.trainer.get("num_threads"):

@@ -69,12 +69,17 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
             f"budget:{budget if budget is not None else 'unlimited'}", f"teacher:{cfg.teacher.backend}"]
     if signals:
         tags.append(f"signals:{signals}")
-    rate = OmegaConf.select(cfg, "teacher.corruption.rate") if cfg.teacher.backend == "simulated" else None
+    rate = teacher_error_rate(cfg)
     if rate is not None:
         tags.append(f"teacher_error:{rate}")
     name = "-".join(str(p) for p in (cfg.task.name, cfg.method.name, signals, cfg.student.name) if p)
     return {"name": f"{name}-s{cfg.seed}", "group": cfg.logger.get("wandb", {}).get("group") or _sweep_name(),
             "job_type": cfg.method.name, "tags": tags}
+
+
+def teacher_error_rate(cfg: DictConfig) -> float | None:
+    """The simulated teacher's corruption rate; None for a real teacher (its error rate is unknown)."""
+    return OmegaConf.select(cfg, "teacher.corruption.rate") if cfg.teacher.backend == "simulated" else None
 
 
 def _uses_signals(cfg: DictConfig) -> bool:
@@ -116,7 +121,7 @@ def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spen
         "budget_max_usd": cfg.budget.get("max_usd"),
         "teacher_backend": cfg.teacher.backend,
         "teacher_model": cfg.teacher.get("model"),
-        "teacher_error_rate": OmegaConf.select(cfg, "teacher.corruption.rate") if cfg.teacher.backend == "simulated" else None,
+        "teacher_error_rate": teacher_error_rate(cfg),
         "teacher_annotation_accuracy": annotation_accuracy(annotations, data),
         **spend,
         "train_steps": int(trainer.global_step),

@@ -134,7 +134,7 @@ class Tail:
         rows, summary = compute_signals(settings, student, ta, data.task, annotations, examples, gold=gold,
                                         batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed),
                                         cache=cache)
-        summary["signal_cache_hits"] = cache.hits if cache else 0
+        summary["signal_cache_hits"] = cache.hits if cache is not None else 0
         return rows, summary
 
 

@@ -46,8 +46,9 @@ def generate_texts(
     )
     if do_sample:
         kwargs.update(temperature=temperature, top_p=1.0, top_k=0)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        # sharded weights (FSDP) need every rank in every forward pass, even one whose rows all ended
+    from tailkd.training.distributed import world  # here: tailkd.training imports this module
+
+    if world()[1] > 1:  # sharded weights (FSDP) need every rank in every forward pass, even one whose rows ended
         kwargs["synced_gpus"] = True
     output = model.generate(**encoded, **kwargs)
     if student.is_causal:

@@ -23,8 +23,8 @@ CORE = ("task", "student", "method")
 # overrides that change how a run is recorded or run, not what it measures
 IGNORED = ("seed", "logger", "paths", "trainer.num_threads", "trainer.pl.enable_progress_bar", "trainer.pl.accelerator",
            "trainer.pl.devices", "trainer.pl.strategy", "trainer.pl.num_nodes")
-# settings a method without signals ignores (finetune runs swept together with signal presets)
-SIGNAL_KEYS = ("signals", "ta", "method.")
+# config groups a method without signals ignores (finetune runs swept together with signal presets)
+SIGNAL_GROUPS = ("signals", "ta")
 # used when a run has no Hydra overrides
 FALLBACK = {"budget.max_queries": "budget_max_queries", "budget.max_usd": "budget_max_usd",
             "teacher.corruption.rate": "teacher_error_rate", "signals": "signals_preset"}
@@ -82,7 +82,7 @@ def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
             if key in CORE or key.startswith("hydra") or any(key == i or key.startswith(i + ".") for i in IGNORED):
                 continue
             setting[key] = value
-    if not results.get("signals") and results.get("method") != "tail":
+    if "signals_preset" not in results and not results.get("signals"):  # a method that computes no signals
         setting = {k: v for k, v in setting.items() if not is_signal_key(k)}
     return setting
 
@@ -95,8 +95,8 @@ def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dic
 
 
 def is_signal_key(key: str) -> bool:
-    return any(key == k or key.startswith(k if k.endswith(".") else k + ".") or key.startswith(k + "/")
-               for k in SIGNAL_KEYS)
+    """``signals``, ``ta`` and their sub-keys, and the method's own parameters (``method.*``)."""
+    return key.split(".", 1)[0].split("/", 1)[0] in SIGNAL_GROUPS or key.startswith("method.")
 
 
 def _overrides(run_dir: Path) -> dict[str, str] | None:

@@ -134,13 +134,13 @@ def compute_signals(
         outputs = cache.fetch("student_outputs", {"model": cache.model_id(student.model), "prompts": prompts,
                                                   **decoding}, greedy)
         parsed = [split_rationale(text, task) for text in outputs]
-        scores = _ta_scores(ta, cache, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], task)
+        scores = _ta_scores(ta, cache, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], prompts)
         flip = settings.values["ta_student"] == "doubt"
         for row, text, score in zip(rows, outputs, scores):
             row["ta_student"] = {"student_output": text, **_score_dict(score)}
         oriented["ta_student"] = [1 - s.confidence if flip else s.confidence for s in scores]
     if "ta_teacher" in settings.enabled:
-        scores = _ta_scores(ta, cache, [Scored(e, a.rationale, a.answer) for e, a in zip(questions, annotations)], task)
+        scores = _ta_scores(ta, cache, [Scored(e, a.rationale, a.answer) for e, a in zip(questions, annotations)], prompts)
         flip = settings.values["ta_teacher"] == "doubt"
         for row, score in zip(rows, scores):
             row["ta_teacher"] = _score_dict(score)
@@ -166,12 +166,12 @@ def compute_signals(
     return rows, summary
 
 
-def _ta_scores(ta, cache: SignalCache, items: Sequence[Scored], task: Task) -> list[TAScore]:
+def _ta_scores(ta, cache: SignalCache, items: Sequence[Scored], prompts: Sequence[str]) -> list[TAScore]:
     model = getattr(ta, "model", None)
     identity = {"ta": type(ta).__name__, "confidence": getattr(ta, "confidence", None),
                 "batch_size": getattr(ta, "batch_size", None),
                 "weights": cache.model_id(model.model) if model is not None else None}
-    key = {**identity, "items": [(task.prompt(i.example), i.rationale, i.answer) for i in items]}
+    key = {**identity, "items": [(p, i.rationale, i.answer) for p, i in zip(prompts, items)]}
     stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items)])
     return [TAScore(**s) for s in stored]
 
