@@ -105,8 +105,31 @@ def test_number_strict_mode():
     assert lenient("no digits here") is None
 
 
-def test_number_minus_inside_a_word_is_no_sign():
-    assert extractor("number")("the variable x-3") != "-3"
+def test_number_glued_to_a_word_is_no_number():
+    number = extractor("number")
+    assert number("the variable x-3") is None
+    assert number("COVID-19 spread in 2020") == "2020"
+    assert number("The answer is x-3, so 4.") == "4"
+
+
+@pytest.mark.parametrize("text, value", [
+    ("The answer is 5-3=2.", "2"),
+    ("The answer is 4 - 7 = -3", "-3"),
+    ("The answer is 3 + 4 = 7 dollars.", "7"),
+    ("The answer is 12 * 3 = $36. Then 36 + 1 = 37.", "36"),
+    ("The answer is 7 (3 + 4).", "7"),
+    ("The answer is 10 - 4 = 6 apples = 6.", "6"),
+])
+def test_number_span_concludes_after_the_last_equals(text, value):
+    assert extractor("number")(text) == value
+
+
+def test_yesno_negated_span():
+    yesno = extractor("yesno")
+    assert yesno("The answer is not yes.") == "no"
+    assert yesno("The answer is not true") == "no"
+    assert yesno("The answer is no, not yes.") == "no"
+    assert yesno("The answer is yes, it is not.") == "yes"
 
 
 # -- yes / no --------------------------------------------------------------------------------------

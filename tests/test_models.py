@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from tailkd.errors import ConfigError
 from tailkd.models import generate_texts, load_student
 from tailkd.models.embedded import embedded_model_dir
 
-from helpers import tiny_student
+from helpers import TEXTS, tiny_student
 
 
 def _hub_cfg(location, arch="causal", lora=False):
@@ -55,3 +56,22 @@ def test_bad_student_settings(field, value):
 def test_unknown_embedded_model(tmp_path):
     with pytest.raises(ConfigError, match="not an embedded model"):
         embedded_model_dir("gpt-5-nano", tmp_path)
+
+
+def test_greedy_generation_runs_without_dropout_and_restores_the_mode():
+    # a LoRA student with adapter dropout, left in train mode as Lightning leaves it after fit
+    cfg = {"name": "tiny", "arch": "causal", "source": "tiny", "vocab_size": 300, "init_seed": 0,
+           "size": {"hidden_size": 32, "num_layers": 2, "num_heads": 4}, "dtype": "float32",
+           "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.9, "target_modules": None}}
+    student = load_student(cfg, Path("/nonexistent-cache"), TEXTS * 4)
+    with torch.no_grad():  # make the adapters matter, so that dropping parts of them changes the output
+        for name, param in student.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 1.0)
+    student.model.train()
+    prompts = ["Question: What is 12 + 7 - 3?\nAnswer:", "Question: What is 5 + 9?\nAnswer:"]
+    first = generate_texts(student, prompts, 12)
+    assert student.model.training  # the caller's mode comes back
+    assert all(generate_texts(student, prompts, 12) == first for _ in range(3))
+    student.model.eval()
+    assert generate_texts(student, prompts, 12) == first

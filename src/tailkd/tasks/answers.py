@@ -1,8 +1,9 @@
 """Answer extraction and normalisation, one kind per answer type.
 
 A task names its answer type (``number``, ``yesno`` or ``choice``) and a regex whose first group holds
-the answer span ("The answer is ..."). Extraction takes the last match of that pattern; when the
-pattern does not match, or its span holds no answer of the type, it falls back to the last answer of
+the answer span ("The answer is ..."). Extraction takes the last match of that pattern and reads the
+value its first sentence concludes with (for numbers, the one after its last "=": "The answer is
+5 - 3 = 2." is 2); when the pattern does not match, or its span holds no answer of the type, it falls back to the last answer of
 the type anywhere in the text. The fallback is what keeps an untrained student's accuracy honest
 instead of zero by format alone; ``fallback: false`` turns it off for strict scoring.
 """
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from tailkd.errors import ConfigError
 
 # A number as written in reasoning text: optional sign, thousands separators, decimals, a simple
-# fraction. The look-behind keeps "x-3" or "v2" from reading as -3 or 2.
+# fraction. The look-behinds keep "v2", "x-3" or "COVID-19" from reading as numbers: a number glued
+# to a word is part of a name or an expression, not a value.
 _NUMBER = re.compile(
-    r"(?<![\w.])([-−–]?)\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)(?![\d])"
+    r"(?<![\w.])(?<![A-Za-z][-−–])([-−–]?)\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)(?![\d])"
 )
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 _YESNO_MAP = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
@@ -53,10 +55,17 @@ def _all_numbers(text: str) -> list[str]:
 
 
 def canonical_yesno(text: str) -> str | None:
+    """The first yes/no/true/false of ``text``; "not yes" or "not true" reads as no (and "not no" as yes)."""
     if isinstance(text, bool):
         return "yes" if text else "no"
-    found = _YESNO.findall(str(text))
-    return _YESNO_MAP[found[0].lower()] if found else None
+    text = str(text)
+    match = _YESNO.search(text)
+    if not match:
+        return None
+    value = _YESNO_MAP[match.group(1).lower()]
+    if re.search(r"\bnot\s+$", text[: match.start()], re.IGNORECASE):
+        value = "no" if value == "yes" else "yes"
+    return value
 
 
 def _all_yesno(text: str) -> list[str]:
@@ -146,6 +155,9 @@ class AnswerExtractor:
                 # the span runs to the end of the text: only its first sentence is the answer (a full
                 # stop ends a sentence when a space or the end follows: not in "2.5" or "d.c")
                 head = re.split(r"\.(?=\s|$)|\n", span.strip(), maxsplit=1)[0]
+                if self.type.name == "number" and "=" in head:
+                    # "5 - 3 = 2": the sentence concludes with the value after its last "="
+                    head = head.rsplit("=", 1)[1]
                 answer = self.normalise(head, choices)
                 if answer is not None:
                     return answer

@@ -105,6 +105,17 @@ class _GenerateWith:
     def device(self) -> torch.device:
         return self._model.device
 
+    @property
+    def training(self) -> bool:
+        return self._model.training
+
+    def train(self, mode: bool = True):
+        self._model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
     def generate(self, **kwargs):
         return self._model.generate(**kwargs, logits_processor=LogitsProcessorList([self._processor]))
 
