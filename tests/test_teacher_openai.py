@@ -325,3 +325,34 @@ def test_repeats_count_against_the_budget(fake, api_key, data, tmp_path):
     collector = make_collector(server, tmp_path, data, {"max_queries": 6}, max_concurrency=16)
     annotations = collector.collect(order)
     assert len(annotations) == 6 and server.wait_quiet() == 4
+
+
+def test_parallel_jobs_pay_once_for_the_same_questions(fake, api_key, tmp_path):
+    """Two jobs of a sweep (hydra/launcher=parallel) buying the same questions at the same time: each
+    request is sent by one of them, the other is served its answer from the shared cache."""
+    server = fake(latency_s=0.15)
+    cache = tmp_path / "cache"
+    overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=24", "teacher.max_concurrency=4")
+    procs = [collect_cli(tmp_path / f"job{i}", cache, *overrides) for i in range(2)]
+    outs = [finish(p) for p in procs]
+    results = [json.loads((tmp_path / f"job{i}" / "results.json").read_text()) for i in range(2)]
+    assert [r["num_annotations"] for r in results] == [24, 24]
+    paid = sum(r["teacher_paid_usd"] > 0 for r in results)
+    assert server.wait_quiet() == 24 == len(set(server.prompts())), "a question was paid for twice"
+    assert sum(r["teacher_cache_hits"] for r in results) == 24 and paid >= 1
+    texts = [sorted((a["example_id"], a["text"]) for a in jsonl(tmp_path / f"job{i}" / "annotations.jsonl"))
+             for i in range(2)]
+    assert texts[0] == texts[1]
+    assert_key_nowhere(api_key, [tmp_path / "job0", tmp_path / "job1", cache], outs)
+
+
+def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
+    cache = CompletionCache(tmp_path / CACHE_FILE)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-dead", cache.host, pid, time.time() + 600))
+    cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-live", cache.host, os.getppid(), time.time() + 600))
+    cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-old", "elsewhere", 1, time.time() - 1))
+    assert cache.claim("k-dead", 60) and cache.claim("k-old", 60)
+    assert not cache.claim("k-live", 60)
+    assert cache.claim("k-new", 60) and cache.claim("k-new", 60)  # ours: re-entrant

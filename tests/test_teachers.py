@@ -254,3 +254,60 @@ def test_cache_identity_names_the_server_and_the_weights():
     assert len(openai_ids) == 3
     local = [HFLocalBackend({"model": "teacher", "source": "hub", "pretrained": p}).identity for p in ("/a", "/b")]
     assert local[0] != local[1]
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"dtype": "bfloat16"}, {"pretrained": "/b"}])
+def test_hf_local_cache_identity_changes_with_everything_that_changes_an_answer(change):
+    from tailkd.teachers.backends.hf_local import HFLocalBackend
+
+    base = {"model": "teacher", "source": "hub", "pretrained": "/a", "seed": 0, "dtype": "float32"}
+    assert HFLocalBackend({**base, **change}).identity != HFLocalBackend(base).identity
+    assert HFLocalBackend(dict(base)).identity == HFLocalBackend(base).identity
+
+
+# -- caps hold whatever a backend charges ----------------------------------------------------------
+def _recorded(tmp_path, data, n, cost=None, model="gpt-4o-mini"):
+    import json
+
+    rows = [{"example_id": e.id, "text": f"{e.rationale} The answer is {e.answer}.", "model": model,
+             "input_tokens": 40, "output_tokens": 30, **({"cost_usd": cost} if cost is not None else {})}
+            for e in data.train[:n]]
+    path = tmp_path / "recorded.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"backend": "recorded", "path": str(path), "prompt": "Q: {{ question }}", "max_tokens": None}
+
+
+def test_a_dollar_cap_holds_for_recorded_costs_above_the_price_table(data, tmp_path):
+    # 0.35 USD a row, far above what gpt-4o-mini's list price makes of 70 tokens
+    teacher = _recorded(tmp_path, data, 20, cost=0.35)
+    collector = build_collector(teacher, {"max_usd": 0.5}, data.task, cache_dir=tmp_path, progress=False)
+    annotations = collector.collect(data.train[:20])
+    summary = collector.ledger.summary()
+    assert len(annotations) == 1 and summary["teacher_cost_usd"] == pytest.approx(0.35)
+    collector = build_collector(teacher, {"max_usd": 1.5}, data.task, cache_dir=tmp_path, progress=False)
+    assert len(collector.collect(data.train[:20])) == 4
+
+
+def test_recorded_answers_count_as_spend_at_their_recorded_or_listed_cost(data, tmp_path):
+    collector = build_collector(_recorded(tmp_path, data, 10, cost=0.01), {"max_queries": 6}, data.task,
+                                cache_dir=tmp_path, ledger_path=tmp_path / "ledger.jsonl", progress=False)
+    collector.collect(data.train[:10])
+    summary = collector.ledger.summary()
+    assert summary["teacher_queries"] == 6 == summary["teacher_replayed"]
+    assert summary["teacher_cost_usd"] == pytest.approx(0.06) and summary["teacher_tokens"] == 6 * 70
+    assert summary["teacher_paid_usd"] == 0 and summary["teacher_requests_sent"] == 0
+    listed = build_collector(_recorded(tmp_path, data, 10), {"max_queries": 6}, data.task, cache_dir=tmp_path,
+                             progress=False)
+    listed.collect(data.train[:10])
+    # no cost in the rows: the price table's gpt-4o-mini (0.15 / 0.60 USD per 1M tokens)
+    assert listed.ledger.summary()["teacher_cost_usd"] == pytest.approx(6 * (40 * 0.15 + 30 * 0.60) / 1e6)
+
+
+def test_every_request_carries_the_output_limit_its_reservation_assumed(data):
+    seen = []
+    backend = FlakyBackend()
+    backend.complete = lambda requests: seen.extend(requests) or FlakyBackend.complete(backend, requests)
+    collector = Collector(backend, data.task, prompt="Q: {{ question }}", params={"temperature": 0.0,
+                          "max_tokens": None}, price=Price(1.0, 1.0), progress=False)
+    collector.collect(data.train[:2])
+    assert len(seen) == 2 and {r.param("max_tokens") for r in seen} == {1024}

@@ -50,6 +50,7 @@ def build_collector(
         ledger=Ledger(ledger_path),
         retry=retry_policy,
         progress=progress,
+        claim_lease_s=float(teacher.get("claim_lease_s") or 600.0),
     )
 
 

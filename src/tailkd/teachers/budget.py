@@ -2,9 +2,10 @@
 
 Limits: ``max_queries`` (teacher answers used), ``max_tokens`` (input + output), ``max_usd``; any
 combination, null for none. A request is sent only after its worst case is reserved (input at most
-one token per byte plus chat overhead, output at most ``max_tokens``), and the reservation is
-replaced by the true figures when the answer arrives, so the caps hold with any number of requests
-in flight. A failed request is not charged.
+one token per byte plus chat overhead, output at most the ``max_tokens`` the request carries; or the
+backend's own exact bound, such as a recorded row's cost), and the reservation is replaced by the
+true figures when the answer arrives, so the caps hold with any number of requests in flight. A
+failed request is not charged.
 
 Answers served from the cache count against the budget at what they cost when bought: a run's data,
 and so its results, must not depend on what earlier runs happened to buy. What was paid now is
@@ -35,6 +36,9 @@ class Spend:
 
     def __sub__(self, other: Spend) -> Spend:
         return Spend(self.queries - other.queries, self.tokens - other.tokens, self.usd - other.usd)
+
+    def covers(self, other: Spend) -> bool:
+        return self.queries >= other.queries and self.tokens >= other.tokens and self.usd >= other.usd - 1e-12
 
 
 @dataclass(frozen=True)

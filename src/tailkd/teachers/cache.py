@@ -2,11 +2,19 @@
 
 SQLite in WAL mode: many processes (the jobs of a sweep) read and write it at once, and each
 completion is committed the moment it arrives, so a crash loses nothing already paid for.
+
+Claims keep parallel jobs from paying twice: before a process sends a request it claims the request's
+key in the same database (one transaction: no other live claim, then ours), and the others wait for
+the answer to land in the cache instead of sending it too. A claim is released when its answer is
+stored or its request given up; a claim left by a killed process is taken over at once when that
+process was on this machine and is gone, and otherwise when its lease runs out.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -24,6 +32,24 @@ CREATE TABLE IF NOT EXISTS completions (
     cost_usd REAL NOT NULL
 )
 """
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL
+)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 class CompletionCache:
@@ -35,6 +61,8 @@ class CompletionCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_CLAIMS)
+        self.host, self.pid = socket.gethostname(), os.getpid()
 
     def get(self, key: str) -> tuple[Completion, float] | None:
         """The cached completion and what it cost when it was bought."""
@@ -51,6 +79,34 @@ class CompletionCache:
                 "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
                 (key, backend, completion.model, time.time(), payload, cost_usd),
             )
+
+    def claim(self, key: str, lease_s: float) -> bool:
+        """Claim ``key`` for this process for ``lease_s`` seconds: False while another live process holds
+        it (its answer will land in the cache) or its answer is already there, True when it is ours to
+        send (again, if ours already)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM completions WHERE key = ?", (key,)).fetchone():
+                    self._db.execute("COMMIT")  # stored since the caller looked: read it, do not buy it
+                    return False
+                row = self._db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row is not None and (row[0], row[1]) != (self.host, self.pid) and row[2] > now:
+                    if row[0] != self.host or _alive(row[1]):
+                        self._db.execute("COMMIT")
+                        return False
+                self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                                 (key, self.host, self.pid, now + lease_s))
+                self._db.execute("COMMIT")
+                return True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key = ? AND host = ? AND pid = ?", (key, self.host, self.pid))
 
     def __len__(self) -> int:
         with self._lock:

@@ -58,6 +58,8 @@ class RetryPolicy:
 
 # chat overhead per message, on top of one token per byte: an upper bound for any BPE tokenizer
 _MESSAGE_OVERHEAD_TOKENS = 8
+# the output limit sent with every request that names none: a cap can only hold for a limit that is sent
+DEFAULT_MAX_TOKENS = 1024
 
 
 @dataclass
@@ -85,6 +87,8 @@ class Collector:
         retry: RetryPolicy = RetryPolicy(),
         progress: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        claim_lease_s: float = 600.0,
+        poll_s: float = 0.25,
     ):
         if n_samples < 1:
             raise ConfigError(f"teacher.n_samples must be >= 1 (got {n_samples})")
@@ -95,7 +99,10 @@ class Collector:
         self.backend = backend
         self.task = task
         self.system_prompt = system_prompt
-        self.params = tuple(sorted(dict(params or {}).items()))
+        params = dict(params or {})
+        if params.get("max_tokens") is None:
+            params["max_tokens"] = DEFAULT_MAX_TOKENS
+        self.params = tuple(sorted(params.items()))
         self.n_samples = int(n_samples)
         self.price = price
         self.budget = budget
@@ -108,6 +115,8 @@ class Collector:
         self._failures = 0
         self._identity = getattr(backend, "identity", backend.model)
         self._fatal: str | None = None
+        self.claim_lease_s = float(claim_lease_s)  # longer than any request with its retries takes
+        self.poll_s = float(poll_s)
 
     # -- requests ----------------------------------------------------------------------------------
     def requests_for(self, example: Example) -> list[TeacherRequest]:
@@ -119,7 +128,12 @@ class Collector:
         return [TeacherRequest(example.id, messages, self.params, i) for i in range(self.n_samples)]
 
     def _worst_case(self, request: TeacherRequest) -> Spend:
-        max_out = int(request.param("max_tokens", 1024))
+        bound = getattr(self.backend, "bound", None)
+        known = bound(request) if bound is not None else None
+        if known is not None:
+            cost = known.cost_usd if known.cost_usd is not None else self.price.cost(known.input_tokens, known.output_tokens)
+            return Spend(1, known.input_tokens + known.output_tokens, cost)
+        max_out = int(request.param("max_tokens"))
         max_in = sum(len(c.encode()) + _MESSAGE_OVERHEAD_TOKENS for _, c in request.messages)
         return Spend(1, max_in + max_out, self.price.cost(max_in, max_out))
 
@@ -138,20 +152,30 @@ class Collector:
         # a request identical to one in flight (a question repeated in the pool, a sample index asked
         # twice) waits for that answer instead of paying for it again: key -> the requests waiting
         waiting: dict[str, list[tuple[int, TeacherRequest]]] = {}
+        # requests another process claimed (a parallel job of the sweep is buying them): budget reserved,
+        # served from the cache when their answer lands there, or sent by us if that claim lapses
+        elsewhere: list[tuple[int, TeacherRequest, Spend]] = []
         bar = tqdm(total=planned, desc=f"teacher {self.backend.name}", unit="q", disable=not self.progress)
         stopped = False
         with ThreadPoolExecutor(max_workers=max(1, self.backend.max_concurrency)) as pool:
             while True:
                 while not stopped and not self._fatal and queue and len(in_flight) < max(1, self.backend.max_concurrency):
-                    batch, blocked = self._next_batch(queue, guard, results, bar, waiting)
+                    batch, blocked = self._next_batch(queue, guard, results, bar, waiting, elsewhere)
                     if batch:
                         in_flight[pool.submit(self._call, [r for _, r, _ in batch])] = batch
                     if blocked:
-                        stopped = not in_flight  # nothing in flight can free budget: done
+                        stopped = not in_flight and not elsewhere  # nothing can free budget: done
                         break
-                if not in_flight:
+                if elsewhere:
+                    for item in self._poll_elsewhere(elsewhere, guard, results, bar, queue, waiting):
+                        in_flight[pool.submit(self._call, [item[1]])] = [item]
+                if not in_flight and not elsewhere:
                     break
-                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                if not in_flight:
+                    self._sleep(self.poll_s)
+                    continue
+                done, _ = wait(list(in_flight), timeout=self.poll_s if elsewhere else None,
+                               return_when=FIRST_COMPLETED)
                 for future in done:
                     batch = in_flight.pop(future)
                     for (index, request, reserved), outcome in zip(batch, future.result()):
@@ -180,9 +204,10 @@ class Collector:
     def _key(self, request: TeacherRequest) -> str | None:
         return request.cache_key(self.backend.name, self._identity) if self.cache is not None else None
 
-    def _next_batch(self, queue, guard: BudgetGuard, results, bar, waiting) -> tuple[list, bool]:
-        """Up to ``batch_size`` requests with budget reserved; cache hits are served on the way, and
-        a request identical to one in flight is set aside in ``waiting`` until that one settles."""
+    def _next_batch(self, queue, guard: BudgetGuard, results, bar, waiting, elsewhere) -> tuple[list, bool]:
+        """Up to ``batch_size`` requests with budget reserved; cache hits are served on the way, a
+        request identical to one in flight is set aside in ``waiting`` until that one settles, and one
+        that another process has claimed goes to ``elsewhere``."""
         batch: list[tuple[int, TeacherRequest, Spend]] = []
         while queue and len(batch) < max(1, self.backend.batch_size):
             index, request = queue[0]
@@ -204,10 +229,34 @@ class Collector:
             if not guard.try_reserve(worst):
                 return batch, True
             queue.popleft()
-            batch.append((index, request, worst))
             if key is not None:
                 waiting[key] = []
+                if not self.cache.claim(key, self.claim_lease_s):
+                    elsewhere.append((index, request, worst))
+                    continue
+            batch.append((index, request, worst))
         return batch, False
+
+    def _poll_elsewhere(self, elsewhere, guard: BudgetGuard, results, bar, queue, waiting) -> list:
+        """Serves the requests whose answers another process stored meanwhile; returns those whose
+        claim lapsed (that process died), now ours to send, their budget still reserved."""
+        ours, still = [], []
+        for index, request, reserved in elsewhere:
+            key = self._key(request)
+            hit = self.cache.get(key)
+            if hit is not None:
+                completion, cost = hit
+                guard.settle(reserved, Spend(1, completion.input_tokens + completion.output_tokens, cost))
+                results[index] = self._annotation(request, completion, cost, cache_hit=True)
+                self._log(request, completion, cost, "cache_hit", attempts=0)
+                bar.update(1)
+                queue.extendleft(reversed(waiting.pop(key, [])))
+            elif self.cache.claim(key, self.claim_lease_s):
+                ours.append((index, request, reserved))
+            else:
+                still.append((index, request, reserved))
+        elsewhere[:] = still
+        return ours
 
     def _call(self, requests: list[TeacherRequest]) -> list[_Outcome]:
         """Runs in a worker thread: the backend call with retries. Every answer is cached and logged
@@ -226,8 +275,9 @@ class Collector:
                 if isinstance(answer, Completion):
                     cost = float(answer.meta.get("recorded_cost_usd", self.price.cost(answer.input_tokens, answer.output_tokens)))
                     if self.cache is not None:
-                        self.cache.put(requests[i].cache_key(self.backend.name, self._identity),
-                                       self.backend.name, answer, cost)
+                        key = requests[i].cache_key(self.backend.name, self._identity)
+                        self.cache.put(key, self.backend.name, answer, cost)
+                        self.cache.release(key)
                     status = "replayed" if self.backend.name == "recorded" else "paid"
                     self._log(requests[i], answer, cost, status, attempts[i])
                     outcomes[i] = _Outcome(answer, cost, None, attempts[i])
@@ -251,6 +301,10 @@ class Collector:
                 break
             self._sleep(wait_s)
             pending = retry
+        if self.cache is not None:  # given up: another process may try it
+            for request, outcome in zip(requests, outcomes):
+                if outcome is not None and outcome.completion is None:
+                    self.cache.release(request.cache_key(self.backend.name, self._identity))
         return outcomes  # type: ignore[return-value]
 
     def _settle(self, index, request, reserved: Spend, outcome: _Outcome, guard: BudgetGuard, results) -> None:
@@ -261,7 +315,11 @@ class Collector:
                         request.example_id, request.sample_index, outcome.attempts, outcome.error)
             return
         c = outcome.completion
-        guard.settle(reserved, Spend(1, c.input_tokens + c.output_tokens, outcome.cost_usd))
+        actual = Spend(1, c.input_tokens + c.output_tokens, outcome.cost_usd)
+        if not reserved.covers(actual):  # paid all the same: the ledger must say so
+            log.error("teacher %s charged %s for %s, more than the %s reserved: the budget may be exceeded; "
+                      "its bound is wrong", self.backend.name, actual, request.example_id, reserved)
+        guard.settle(reserved, actual)
         results[index] = self._annotation(request, c, outcome.cost_usd, cache_hit=False)
 
     def _annotation(self, request: TeacherRequest, completion: Completion, cost: float, cache_hit: bool) -> Annotation:

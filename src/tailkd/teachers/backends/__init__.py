@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.base import Backend, Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.base import Backend, Bound, Completion, TeacherCallError, TeacherRequest
 
 BACKENDS = ("openai", "hf_local", "recorded", "simulated")
 
@@ -33,4 +33,4 @@ def build_backend(cfg: Mapping[str, Any], cache_dir: Path) -> Backend:
     raise ConfigError(f"teacher.backend={name!r} is unknown; choose one of {list(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "Completion", "TeacherCallError", "TeacherRequest", "build_backend"]
+__all__ = ["BACKENDS", "Backend", "Bound", "Completion", "TeacherCallError", "TeacherRequest", "build_backend"]

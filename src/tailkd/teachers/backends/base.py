@@ -51,6 +51,16 @@ class Completion:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The most one request can be charged, known before it is sent: tokens in and out, and the USD
+    where the backend knows it better than the price table (a recorded row says what it cost)."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = None
+
+
 class TeacherCallError(Exception):
     """A call that did not produce a usable completion. ``retryable``: a later try may succeed (429,
     5xx, time-out, broken body); ``retry_after``: seconds the server asked us to wait, if it said;
@@ -72,6 +82,10 @@ class Backend(Protocol):
     a backend that holds a local model sets ``max_concurrency = 1`` and batches instead. Only
     ``cacheable`` backends go through the persistent cache (a replay or a simulation is free).
     ``prepare`` is called once before any request with the task and the questions that may be asked.
+
+    A backend may define ``bound(request) -> Bound | None``: the most the request can be charged, when
+    it knows better than the collector's generic bound (one token per prompt byte plus chat overhead,
+    and the ``max_tokens`` sent). The budget reserves it, so a cap holds whatever the backend charges.
     """
 
     name: str

@@ -18,7 +18,7 @@ from tailkd.errors import ConfigError
 from tailkd.models.embedded import EMBEDDED
 from tailkd.models.generation import cut_at_stop, generate_texts
 from tailkd.models.student import DTYPES, Student, load_student
-from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ class HFLocalBackend:
         if self.arch not in ARCHS:
             raise ConfigError(f"teacher.arch={self.arch!r} is unknown; choose one of {list(ARCHS)}")
         self.source = str(cfg.get("source", "hub"))
-        # the cache key names the weights too: a new checkpoint under the same display name is another teacher
-        self.identity = f"{self.model}@{self.source}:{self.pretrained}"
         if self.source not in SOURCES:
             raise ConfigError(f"teacher.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
         if self.source == "embedded" and self.pretrained not in EMBEDDED:
@@ -194,6 +192,12 @@ class HFLocalBackend:
             raise ConfigError(f"teacher.batch_size and teacher.seed must be integers ({err})") from err
         if self.batch_size < 1:
             raise ConfigError(f"teacher.batch_size must be at least 1 (got {self.batch_size})")
+        # the cache key names everything that changes an answer: the weights (a new checkpoint under the
+        # same display name is another teacher), their precision, the sampling seed, and the kind of
+        # device (CPU and CUDA draw different random streams)
+        device_kind = torch.device(self._resolved_device()).type
+        self.identity = (f"{self.model}@{self.source}:{self.pretrained}|dtype={self.dtype}|seed={self.seed}"
+                         f"|device={device_kind}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._student: Student | None = None
         self._lock = threading.Lock()
@@ -225,13 +229,16 @@ class HFLocalBackend:
                     " Offline? Set teacher.pretrained to a local folder holding the model, or use"
                     " source: embedded with pretrained: smollm2-135m-instruct-q4_1.")
             raise ConfigError(f"cannot load teacher {self.model!r} from {location!r}: {cause}{hint}") from err
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        device = self._resolved_device()
         try:
             student.model.to(device)
         except (RuntimeError, AssertionError) as err:  # AssertionError: torch built without CUDA
             raise ConfigError(f"teacher.device={device!r} is not usable here ({err})") from err
         student.model.eval()
         return student
+
+    def _resolved_device(self) -> str:
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
     def prepare(self, task: Any, examples: Sequence[Any]) -> None:
         self.student  # noqa: B018 -- loads the model now rather than inside the first batch
@@ -249,6 +256,15 @@ class HFLocalBackend:
         if bos and text.startswith(bos) and _tokenizer_adds_bos(tokenizer):
             text = text[len(bos):]
         return text
+
+    def bound(self, request: TeacherRequest) -> Bound | None:
+        """The prompt's exact token count as fed to the model (a chat template adds its own tokens, a
+        system prompt among them), and at most its ``max_tokens`` out."""
+        try:
+            row, _ = self._decoding(request)
+            return Bound(self.count_tokens(self.render_prompt(request), special=True), row.max_new_tokens)
+        except Exception:  # not runnable: complete() reports it, nothing is charged
+            return None
 
     def count_tokens(self, text: str, *, special: bool) -> int:
         return len(self.student.tokenizer(text, add_special_tokens=special)["input_ids"])

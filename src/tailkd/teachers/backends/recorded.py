@@ -11,7 +11,7 @@ from typing import Any
 
 from tailkd.errors import ConfigError, DataError
 from tailkd.jsonl import read_objects
-from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.base import approx_tokens
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,14 @@ class RecordedBackend:
 
     def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
         return [self._complete_one(request) for request in requests]
+
+    def bound(self, request: TeacherRequest) -> Bound | None:
+        """Exactly what the replay will charge: the row's tokens, and its ``cost_usd`` where it has one
+        (a recorded answer may have cost more than today's price table says)."""
+        found = self._complete_one(request)
+        if not isinstance(found, Completion):
+            return None
+        return Bound(found.input_tokens, found.output_tokens, found.meta.get("recorded_cost_usd"))
 
     def _complete_one(self, request: TeacherRequest) -> Completion | TeacherCallError:
         rows = self._rows_for(request.example_id, request.prompt)

@@ -20,7 +20,7 @@ from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
-from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.base import approx_tokens
 
 KINDS = ("wrong_answer", "wrong_step")
@@ -110,6 +110,11 @@ class SimulatedBackend:
             out.append(Completion(text, approx_tokens(request.prompt), approx_tokens(text), self.model,
                                   {"corruption": kind}))
         return out
+
+    def bound(self, request: TeacherRequest) -> Bound | None:
+        """The answer is deterministic, so its charge is known exactly before it is "sent"."""
+        found = self.complete([request])[0]
+        return Bound(found.input_tokens, found.output_tokens) if isinstance(found, Completion) else None
 
     def answer(self, example: Example, task: Task) -> tuple[str, str | None]:
         """The annotation text for ``example`` and its corruption kind (None: faithful)."""
