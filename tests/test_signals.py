@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from tailkd.errors import ConfigError
-from tailkd.signals import SignalSettings
+from tailkd.signals import Decoding, Measured, SignalCache, SignalSettings, measure_signals, weigh
 from tailkd.signals.combine import auroc, combine, normalise
 from tailkd.signals.self_consistency import self_consistency, summarise
-from tailkd.signals.ta import LanguageModelTA, Scored
+from tailkd.signals.ta import LanguageModelTA, Scored, TAScore
 from tailkd.signals.verifier import ArithmeticVerifierTA, check_arithmetic
+from tailkd.signals.weigh import drop_lowest
 from tailkd.tasks import Example
 from tailkd.training import Encoder
 from tailkd.training.loss import per_example_token_loss
@@ -130,45 +131,120 @@ def test_ta_marks_answer_tokens_as_training_tokenises_them():
     assert "-6" in answer_text and "answer" not in answer_text
 
 
-def _annotations():
+def _annotations(samples=1):
     from tailkd.teachers import Annotation
 
     return [Annotation(example_id=e.id, prompt=e.question, text=f"{e.rationale} The answer is {e.answer}.",
-                       rationale=e.rationale, answer=e.answer if i % 3 else "0", input_tokens=10, output_tokens=10,
-                       cost_usd=0.0, backend="simulated", model="simulated-gold") for i, e in enumerate(EXAMPLES)]
+                       rationale=e.rationale, answer=e.answer if (i + s) % 3 else "0", input_tokens=10,
+                       output_tokens=10, cost_usd=0.0, backend="simulated", model="simulated-gold", sample_index=s)
+            for i, e in enumerate(EXAMPLES) for s in range(samples)]
+
+
+ALL = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}, "ta_student": {"enabled": True},
+                               "ta_teacher": {"enabled": True}})
+DECODING = Decoding(max_new_tokens=16, batch_size=4)
+
+
+def _measure(student, ta, cache, task=None, settings=ALL, annotations=None):
+    return measure_signals(settings, student, ta, task or chain_task(), annotations or _annotations(),
+                   {e.id: e for e in EXAMPLES}, decoding=DECODING, seed=0, cache=cache)
 
 
 def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, monkeypatch):
-    import tailkd.signals as S
-    from tailkd.signals.cache import SignalCache
+    import importlib
 
-    task = chain_task()
-    examples = {e.id: e for e in EXAMPLES}
-    gold = {e.id: e.answer for e in EXAMPLES}
-    settings = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "value": "uncertainty"},
-                                        "ta_student": {"enabled": True}, "ta_teacher": {"enabled": True}, "k": 3})
-    ta = LanguageModelTA(tiny_student(init_seed=5), task, batch_size=4)
+    M = importlib.import_module("tailkd.signals.measure")
 
-    def run(student, cache):
-        return S.compute_signals(settings, student, ta, task, _annotations(), examples, gold=gold, batch_size=4,
-                                 seed=0, cache=cache)
-
-    fresh_rows, fresh_summary = run(tiny_student(init_seed=4), None)
+    ta = LanguageModelTA(tiny_student(init_seed=5), chain_task(), batch_size=4)
+    fresh = _measure(tiny_student(init_seed=4), ta, None)
     first = SignalCache(tmp_path, {"precision": "32-true"})
-    rows, summary = run(tiny_student(init_seed=4), first)
-    assert rows == fresh_rows and summary == fresh_summary and first.hits == 0
+    assert _measure(tiny_student(init_seed=4), ta, first) == fresh and first.hits == 0
     assert len(list(tmp_path.glob("*.json"))) == 4  # samples, greedy outputs, TA on student, TA on teacher
 
     calls = []
-    original = S.self_consistency
-    monkeypatch.setattr(S, "self_consistency", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    original = M.sample_texts
+    monkeypatch.setattr(M, "sample_texts", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     again = SignalCache(tmp_path, {"precision": "32-true"})
-    assert run(tiny_student(init_seed=4), again) == (fresh_rows, fresh_summary)  # a new object, equal weights
+    assert _measure(tiny_student(init_seed=4), ta, again) == fresh  # a new object, equal weights
     assert again.hits == 4 and calls == []
 
     other = SignalCache(tmp_path, {"precision": "32-true"})
-    run(tiny_student(init_seed=6), other)  # different weights: only the TA's score of the teacher is shared
-    assert other.hits == 1 and calls == [1]
+    # different weights: samples and outputs again; the TA's scores are shared where it reads the same texts
+    measured = _measure(tiny_student(init_seed=6), ta, other)
+    same_outputs = [m.student_output for m in measured] == [m.student_output for m in fresh]
+    assert other.hits == 1 + same_outputs and calls == [1]
     bf16 = SignalCache(tmp_path, {"precision": "bf16-mixed"})
-    run(tiny_student(init_seed=4), bf16)
+    _measure(tiny_student(init_seed=4), ta, bf16)
     assert bf16.hits == 0
+
+
+def test_cached_samples_are_read_with_the_current_answer_extraction(tmp_path):
+    from tailkd.tasks import Task
+
+    from helpers import task_cfg
+
+    student, cache = tiny_student(init_seed=4), SignalCache(tmp_path)
+    sc = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}})
+    lenient = _measure(student, None, cache, settings=sc)
+    strict_task = Task(task_cfg(answer={"type": "number", "pattern": "the answer is\\s*:?\\s*(.+)", "fallback": False}))
+    strict = _measure(student, None, cache, task=strict_task, settings=sc)
+    assert cache.hits == 1  # the same samples, read again
+    # an untrained student never writes "the answer is": strictly read, no sample has an answer
+    assert all(set(m.consistency.answers) == {None} for m in strict)
+    assert any(a is not None for m in lenient for a in m.consistency.answers)
+
+
+def test_the_ta_key_holds_the_target_text_it_scored(tmp_path):
+    from tailkd.tasks import Task
+
+    from helpers import task_cfg
+
+    student = tiny_student(init_seed=4)
+    cache = SignalCache(tmp_path)
+    settings = SignalSettings.from_cfg({"ta_teacher": {"enabled": True}})
+    plain = LanguageModelTA(student, chain_task())
+    _measure(student, plain, cache, settings=settings)
+    other_task = Task(task_cfg(target=" Reasoning: {{ rationale }} So the answer is {{ answer }}."))
+    reworded = _measure(student, LanguageModelTA(student, other_task), cache, task=other_task, settings=settings)
+    assert cache.hits == 0 and reworded != _measure(student, plain, SignalCache(None), settings=settings)
+
+
+def test_the_global_rng_after_signals_does_not_depend_on_the_cache(tmp_path):
+    sc = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}})
+
+    student = tiny_student(init_seed=4)  # built first: a tiny model's init seeds the RNG itself
+
+    def rng_after(cache):
+        torch.manual_seed(123)
+        _measure(student, None, cache, settings=sc)
+        return torch.rand(4)
+
+    cache = SignalCache(tmp_path)
+    computed, read = rng_after(cache), rng_after(cache)
+    assert cache.hits == 1 and torch.equal(computed, read)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(4), computed)  # sampling left the stream where it was
+
+
+def test_filter_drops_exactly_the_intended_share_whatever_the_ties():
+    assert drop_lowest([0.1] * 8 + [0.9, 0.8], 0.2) == [0.0, 0.0] + [1.0] * 8
+    assert drop_lowest([0.5, 0.1, 0.1, 0.1, 0.7], 0.4) == [1.0, 0.0, 0.0, 1.0, 1.0]
+    assert sum(w == 0 for w in drop_lowest([0.3] * 50, 0.2)) == 10
+    settings = SignalSettings.from_cfg({"ta_teacher": {"enabled": True}, "use": "filter", "filter_threshold": 0.2})
+    measured = [Measured(a, ta_teacher=TAScore(0.5)) for a in _annotations() * 2]  # 12 tied scores
+    weighed = weigh(settings, measured)
+    assert weighed.dropped == round(0.2 * 12) == sum(w == 0 for w in weighed.weights)
+
+
+def test_each_sample_of_a_question_keeps_its_own_weight():
+    from tailkd.methods.finetune import records_from_annotations
+
+    annotations = _annotations(samples=2)  # two answers per question, the second one wrong for some
+    settings = SignalSettings.from_cfg({"ta_teacher": {"enabled": True}, "normalise": "none", "floor": 0.0})
+    confidences = [0.9 if a.answer == e.answer else 0.2 for a in annotations
+                   for e in EXAMPLES if e.id == a.example_id]
+    weighed = weigh(settings, [Measured(a, ta_teacher=TAScore(c)) for a, c in zip(annotations, confidences)])
+    records = records_from_annotations(annotations, chain_task(), {e.id: e for e in EXAMPLES}, weights=weighed.weights)
+    by_key = {(a.example_id, a.sample_index): r.weight for a, r in zip(annotations, records)}
+    assert by_key[("e0", 0)] != by_key[("e0", 1)]  # e0's first answer is wrong, its second right
+    assert [r.weight for r in records] == pytest.approx([c / 0.9 for c in confidences])

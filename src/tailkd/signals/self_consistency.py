@@ -30,6 +30,32 @@ def summarise(answers: Sequence[str | None], teacher_answer: str | None = None) 
 
 
 @torch.no_grad()
+def sample_texts(
+    student: Student,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    k: int,
+    temperature: float,
+    batch_size: int,
+    stop: Sequence[str] = (),
+    seed: int = 0,
+) -> list[list[str]]:
+    """k sampled continuations per prompt, one batched ``generate`` call (``num_return_sequences=k``)
+    per batch. The global RNG is seeded inside a fork and restored after, so what runs next (stage 2's
+    dropout) does not depend on whether these samples were drawn or read from a cache."""
+    devices = [student.model.device] if student.model.device.type == "cuda" else []
+    out: list[list[str]] = []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start:start + batch_size])
+            texts = generate_texts(student, batch, max_new_tokens, stop=stop, do_sample=True,
+                                   temperature=temperature, num_return_sequences=k)
+            out += [texts[i * k:(i + 1) * k] for i in range(len(batch))]
+    return out
+
+
 def self_consistency(
     student: Student,
     task: Task,
@@ -43,19 +69,11 @@ def self_consistency(
     stop: Sequence[str] = (),
     seed: int = 0,
 ) -> dict[str, Consistency]:
-    """k samples per question, one batched ``generate`` call (``num_return_sequences=k``) per batch."""
-    was_training = student.model.training
-    student.model.eval()
-    torch.manual_seed(seed)
-    out: dict[str, Consistency] = {}
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start:start + batch_size]
-        prompts = [prompt_prefix + task.prompt(e) for e in batch]
-        texts = generate_texts(student, prompts, task.max_new_tokens, stop=stop, do_sample=True,
-                               temperature=temperature, num_return_sequences=k)
-        for i, example in enumerate(batch):
-            answers = [task.extract_answer(t, example) for t in texts[i * k:(i + 1) * k]]
-            teacher = (teacher_answers or {}).get(example.id)
-            out[example.id] = summarise(answers, teacher)
-    student.model.train(was_training)
-    return out
+    """Each question's :class:`Consistency` over k samples of the student."""
+    prompts = [prompt_prefix + task.prompt(e) for e in examples]
+    samples = sample_texts(student, prompts, task.max_new_tokens, k=k, temperature=temperature,
+                           batch_size=batch_size, stop=stop, seed=seed)
+    return {
+        e.id: summarise([task.extract_answer(t, e) for t in texts], (teacher_answers or {}).get(e.id))
+        for e, texts in zip(examples, samples)
+    }

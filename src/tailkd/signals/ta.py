@@ -46,6 +46,17 @@ class LanguageModelTA:
             raise ConfigError(f"ta.confidence={confidence!r} is unknown; choose one of {list(CONFIDENCES)}")
         self.model, self.task, self.batch_size, self.confidence = model, task, int(batch_size), confidence
 
+    def texts(self, item: Scored) -> tuple[str, str, str]:
+        """What the TA reads for ``item``: the prompt, the target (as training renders it) and the
+        answer span within it."""
+        answer = item.answer or ""
+        target = self.task.target(item.rationale, answer) if item.answer else (item.rationale or "")
+        return self.task.prompt(item.example), target, answer
+
+    def key(self, item: Scored) -> tuple[str, str, str]:
+        """Everything the score of ``item`` depends on besides the weights: the exact texts."""
+        return self.texts(item)
+
     def _pieces(self, item: Scored) -> tuple[list[int], list[int], list[bool]]:
         """Prompt ids, target ids, and which target ids carry the answer.
 
@@ -54,9 +65,8 @@ class LanguageModelTA:
         space and the rest, a sequence the model never sees, and make every such answer improbable.
         """
         tok = self.model.tokenizer
-        prompt = tok(self.task.prompt(item.example), add_special_tokens=True)["input_ids"]
-        answer = item.answer or ""
-        text = self.task.target(item.rationale, answer) if item.answer else (item.rationale or "")
+        prompt_text, text, answer = self.texts(item)
+        prompt = tok(prompt_text, add_special_tokens=True)["input_ids"]
         cut = text.rfind(answer) if answer else -1
         encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(encoded["input_ids"])
@@ -112,8 +122,9 @@ class LanguageModelTA:
         return out
 
 
-def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = ()):
-    """``ta.kind``: ``lm`` (a causal or seq2seq model, configured like a student) or ``verifier``."""
+def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = (), device: str | torch.device = "cpu"):
+    """``ta.kind``: ``lm`` (a causal or seq2seq model, configured like a student, placed on ``device``:
+    the run's) or ``verifier``."""
     kind = cfg.get("kind", "lm")
     if kind == "verifier":
         from tailkd.signals.verifier import ArithmeticVerifierTA
@@ -124,5 +135,6 @@ def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = 
     from tailkd.models import load_student
 
     model = load_student(cfg, cache_dir, tokenizer_texts)
+    model.model.to(device)
     return LanguageModelTA(model, task, batch_size=int(cfg.get("batch_size", 16)),
                            confidence=cfg.get("confidence", "mean"))

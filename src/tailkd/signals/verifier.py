@@ -62,6 +62,9 @@ def check_arithmetic(rationale: str, answer: str | None) -> tuple[int, int]:
 
 
 class ArithmeticVerifierTA:
+    def key(self, item: Scored) -> tuple[str | None, str | None]:
+        return item.rationale, item.answer
+
     def score(self, items: Sequence[Scored]) -> list[TAScore]:
         out = []
         for item in items:

@@ -1,0 +1,132 @@
+"""Raw signals for bought annotations: the student's samples, its greedy output, the TA's scores.
+
+Each measurement is one function, and each goes through the :class:`SignalCache` under a key of
+exactly what produced it: the weights' fingerprint, the prompts and decoding settings for the
+student; the TA's identity and the exact texts it scored for the TA. The cache stores the sampled
+*texts*, not the answers extracted from them, so a change of answer extraction never reads stale
+answers. Self-consistency and the student's output are per question (several samples of one
+question share them); the TA's score of the teacher is per annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from tailkd.models import Student, generate_texts
+from tailkd.signals.cache import SignalCache
+from tailkd.signals.self_consistency import Consistency, sample_texts, summarise
+from tailkd.signals.settings import SignalSettings
+from tailkd.signals.ta import Scored, TAScore
+from tailkd.tasks import Example, Task
+from tailkd.teachers import Annotation
+from tailkd.teachers.base import split_rationale
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the student generates for the signals (the task's limits, the evaluation batch size)."""
+
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    batch_size: int = 16
+
+    def key(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop), "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The raw signals of one bought annotation; None where a signal was not asked for."""
+
+    annotation: Annotation
+    consistency: Consistency | None = None  # the student's k sampled answers, against this annotation's answer
+    student_output: str | None = None  # the student's greedy output, which ta_student judges
+    ta_student: TAScore | None = None
+    ta_teacher: TAScore | None = None
+
+
+def unique_questions(annotations: Sequence[Annotation], examples: Mapping[str, Example]) -> list[Example]:
+    """The questions behind ``annotations``, each once, in order of first appearance."""
+    seen: dict[str, Example] = {}
+    for a in annotations:
+        seen.setdefault(a.example_id, examples[a.example_id])
+    return list(seen.values())
+
+
+def sampled_answers(student: Student, task: Task, questions: Sequence[Example], settings: SignalSettings,
+                    decoding: Decoding, seed: int, cache: SignalCache) -> dict[str, list[str | None]]:
+    """Each question's k sampled answers (the texts cached, the answers extracted now)."""
+    prompts = [task.prompt(e) for e in questions]
+    key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
+           "temperature": settings.temperature, "seed": seed, "task_version": task.version, **decoding.key()}
+    texts = cache.fetch("samples", key, lambda: sample_texts(
+        student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
+        batch_size=decoding.batch_size, stop=decoding.stop, seed=seed))
+    return {e.id: [task.extract_answer(t, e) for t in sampled] for e, sampled in zip(questions, texts)}
+
+
+def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], decoding: Decoding,
+                   cache: SignalCache) -> dict[str, str]:
+    prompts = [task.prompt(e) for e in questions]
+    size = decoding.batch_size
+
+    def generate() -> list[str]:
+        return [text for start in range(0, len(prompts), size)
+                for text in generate_texts(student, prompts[start:start + size], decoding.max_new_tokens,
+                                           stop=decoding.stop)]
+
+    key = {"model": cache.model_id(student.model), "prompts": prompts, **decoding.key()}
+    return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
+
+
+def ta_scores(ta, items: Sequence[Scored], cache: SignalCache) -> list[TAScore]:
+    """The TA's scores of ``items``, keyed by the exact texts it reads (``ta.key``)."""
+    model = getattr(ta, "model", None)
+    identity = {"ta": type(ta).__name__, "confidence": getattr(ta, "confidence", None),
+                "batch_size": getattr(ta, "batch_size", None),
+                "weights": cache.model_id(model.model) if model is not None else None}
+    key = {**identity, "items": [ta.key(item) for item in items]}
+    stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items)])
+    return [TAScore(**s) for s in stored]
+
+
+def measure_signals(
+    settings: SignalSettings,
+    student: Student,
+    ta,
+    task: Task,
+    annotations: Sequence[Annotation],
+    examples: Mapping[str, Example],
+    *,
+    decoding: Decoding,
+    seed: int = 0,
+    cache: SignalCache | None = None,
+) -> list[Measured]:
+    """The enabled signals of every annotation, in the order given."""
+    cache = cache or SignalCache(None)
+    questions = unique_questions(annotations, examples)
+    answers: dict[str, list[str | None]] = {}
+    outputs: dict[str, str] = {}
+    judged_student: dict[str, TAScore] = {}
+    judged_teacher: list[TAScore | None] = [None] * len(annotations)
+    if "self_consistency" in settings.enabled:
+        answers = sampled_answers(student, task, questions, settings, decoding, seed, cache)
+    if "ta_student" in settings.enabled:
+        outputs = greedy_outputs(student, task, questions, decoding, cache)
+        parsed = [split_rationale(outputs[e.id], task) for e in questions]
+        scores = ta_scores(ta, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], cache)
+        judged_student = {e.id: s for e, s in zip(questions, scores)}
+    if "ta_teacher" in settings.enabled:
+        judged_teacher = list(ta_scores(
+            ta, [Scored(examples[a.example_id], a.rationale, a.answer) for a in annotations], cache))
+    return [
+        Measured(
+            annotation=a,
+            consistency=summarise(answers[a.example_id], a.answer) if answers else None,
+            student_output=outputs.get(a.example_id),
+            ta_student=judged_student.get(a.example_id),
+            ta_teacher=teacher,
+        )
+        for a, teacher in zip(annotations, judged_teacher)
+    ]

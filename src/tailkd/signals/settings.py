@@ -1,0 +1,67 @@
+"""What the ``signals`` config group asks for, checked once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tailkd.errors import ConfigError
+from tailkd.signals.combine import COMBINERS, NORMALISERS
+
+SIGNALS = ("self_consistency", "ta_student", "ta_teacher")
+VALUES = {
+    "self_consistency": ("uncertainty", "consistency", "teacher_agreement"),
+    "ta_student": ("doubt", "confidence"),
+    "ta_teacher": ("confidence", "doubt"),
+}
+USES = ("weight", "filter", "select")
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    enabled: tuple[str, ...]
+    values: Mapping[str, str]
+    weights: Mapping[str, float]
+    use: str
+    normalise: str
+    softmax_temperature: float
+    combine: str
+    floor: float
+    filter_threshold: float
+    k: int
+    temperature: float
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> SignalSettings:
+        enabled, values, weights = [], {}, {}
+        for name in SIGNALS:
+            node = cfg.get(name) or {}
+            value = node.get("value", VALUES[name][0])
+            if value not in VALUES[name]:
+                raise ConfigError(f"signals.{name}.value={value!r} is unknown; choose one of {list(VALUES[name])}")
+            values[name], weights[name] = value, float(node.get("weight", 1.0))
+            if node.get("enabled", False):
+                enabled.append(name)
+        settings = cls(
+            tuple(enabled), values, weights, cfg.get("use", "weight"), cfg.get("normalise", "rank"),
+            float(cfg.get("softmax_temperature", 1.0)), cfg.get("combine", "product"),
+            float(cfg.get("floor", 0.0)), float(cfg.get("filter_threshold", 0.2)),
+            int((cfg.get("self_consistency") or {}).get("k", 8)),
+            float((cfg.get("self_consistency") or {}).get("temperature", 0.7)),
+        )
+        checks = [
+            (settings.use in USES, f"signals.use={settings.use!r} is unknown; choose one of {list(USES)}"),
+            (settings.normalise in NORMALISERS, f"signals.normalise={settings.normalise!r} is unknown; choose one of {list(NORMALISERS)}"),
+            (settings.combine in COMBINERS, f"signals.combine={settings.combine!r} is unknown; choose one of {list(COMBINERS)}"),
+            (0.0 <= settings.floor < 1.0, f"signals.floor must be in [0, 1) (got {settings.floor})"),
+            (0.0 <= settings.filter_threshold < 1.0, f"signals.filter_threshold must be in [0, 1) (got {settings.filter_threshold})"),
+            (settings.k >= 2, f"signals.self_consistency.k must be >= 2 (got {settings.k})"),
+            (settings.temperature > 0, f"signals.self_consistency.temperature must be > 0 (got {settings.temperature})"),
+            (settings.use != "select" or "self_consistency" in enabled,
+             "signals.use=select orders questions by self-consistency: enable signals.self_consistency"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return settings
