@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from tailkd.tasks import Example
 from tailkd.training.loss import IGNORE_INDEX, normalise_weights
@@ -116,8 +118,41 @@ class ExampleBatch:
         self.examples = list(examples)
 
 
+class ResumableSampler(Sampler[int]):
+    """A fresh order of the training records each epoch, decided by (seed, epoch) alone, so that a run
+    resumed part-way into an epoch (:meth:`resume_at`) sees exactly the batches an uninterrupted run
+    would. Lightning calls :meth:`set_epoch` at each epoch's start."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = int(size), int(seed)
+        self.epoch, self._skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, examples_done: int) -> None:
+        """The next iteration starts in ``epoch`` after its first ``examples_done`` examples."""
+        self.epoch, self._skip = int(epoch), int(examples_done)
+
+    def order(self, epoch: int) -> list[int]:
+        digest = hashlib.sha256(f"tailkd-order:{self.seed}:{epoch}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        yield from self.order(self.epoch)[skip:]
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class DistillDataModule(pl.LightningDataModule):
-    """Train batches of :class:`TrainRecord` (weights normalised to mean 1), test batches of examples."""
+    """Train batches of :class:`TrainRecord` (weights normalised to mean 1), test batches of examples.
+
+    ``window_examples(batch_idx, accumulate)`` says how many examples the optimiser step that batch
+    belongs to averages over, so that the loss can be the mean over the whole accumulation window:
+    then 1 x 8, 2 x 4 and 4 x 2 give the same update even for the last, partial window of an epoch."""
 
     def __init__(
         self,
@@ -138,15 +173,32 @@ class DistillDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
+        self.sampler = ResumableSampler(len(self.records), self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.records,
-            batch_size=self.batch_size,
-            shuffle=True,
-            collate_fn=self.encoder.collate_records,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        # a generator of its own: a DataLoader draws a base seed per epoch, which must not come from the
+        # global RNG that dropout uses (a resumed run would draw it at another moment)
+        return DataLoader(self.records, batch_size=self.batch_size, sampler=self.sampler,
+                          collate_fn=self.encoder.collate_records, generator=torch.Generator().manual_seed(self.seed))
+
+    def window_examples(self, batch_idx: int, accumulate: int, world_size: int = 1) -> int:
+        """Examples in the accumulation window of ``batch_idx`` (0-based within the epoch) on this rank;
+        a distributed sampler gives each rank ceil(n / world) of them."""
+        per_rank = math.ceil(len(self.records) / world_size)
+        start = (batch_idx // accumulate) * accumulate * self.batch_size
+        return min(per_rank, start + accumulate * self.batch_size) - start
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=ExampleBatch)
+
+
+class EvalDataModule(pl.LightningDataModule):
+    """Test batches only: evaluating a saved model needs no training records."""
+
+    def __init__(self, test_examples: Sequence[Example], eval_batch_size: int):
+        super().__init__()
+        self.test_examples = list(test_examples)
+        self.eval_batch_size = int(eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=ExampleBatch)

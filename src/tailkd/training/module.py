@@ -17,6 +17,30 @@ from tailkd.training.distributed import gather_lists
 from tailkd.training.loss import per_example_token_loss, weighted_mean
 
 
+def rng_states() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # plain tensors and numbers only: checkpoints load with torch.load(weights_only=True)
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
 class DistillModule(pl.LightningModule):
     def __init__(
         self,
@@ -43,6 +67,7 @@ class DistillModule(pl.LightningModule):
         self.eval_tag = "test"
         self.log_prefix = ""  # "warmup/" while a two-stage method warms the student up
         self.predictions: list[dict[str, Any]] = []
+        self.data_position: tuple[int, int] | None = None
         self._fused = False
 
     # -- training ----------------------------------------------------------------------------------
@@ -66,11 +91,32 @@ class DistillModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.example_losses(batch)
-        loss = weighted_mean(losses, batch["weight"])
         size = len(batch["ids"])
-        self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=size)
+        self.log(f"{self.log_prefix}train/loss", weighted_mean(losses.detach(), batch["weight"]), prog_bar=True,
+                 batch_size=size)
         self.log(f"{self.log_prefix}train/unweighted_loss", losses.detach().mean(), batch_size=size)
-        return loss
+        accumulate = self.trainer.accumulate_grad_batches
+        window = self._window_examples(batch_idx, size)
+        # each optimiser step is the weighted mean over every example of its accumulation window, the
+        # last partial window of an epoch too; Lightning divides by accumulate_grad_batches, undone here
+        return (losses * batch["weight"].to(losses.dtype)).sum() / window * accumulate
+
+    def _window_examples(self, batch_idx: int, batch_size: int) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "window_examples"):
+            return batch_size * self.trainer.accumulate_grad_batches
+        return datamodule.window_examples(batch_idx, self.trainer.accumulate_grad_batches, self.trainer.world_size)
+
+    # -- resuming ----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout draws from the global RNG: a resumed run must continue its stream where it stopped
+        checkpoint["tailkd_rng"] = rng_states()
+        if self.data_position is not None:  # (epoch, batches of it done): where the data order resumes
+            checkpoint["tailkd_data_position"] = self.data_position
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tailkd_rng" in checkpoint:
+            set_rng_states(checkpoint["tailkd_rng"])
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
