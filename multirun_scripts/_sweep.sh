@@ -4,7 +4,8 @@
 # the W&B group is the study's folder name unless logger.wandb.group is given.
 _name=$1; shift
 SWEEP_DIR="multirun/${_name}_$(date +%Y-%m-%d_%H-%M-%S)"
-USER_ARGS=()
+# studies keep results, not hundreds of students (trainer.save_student=true on the command line keeps them)
+USER_ARGS=(trainer.save_student=false)
 _group=""
 for _arg in "$@"; do
   case "$_arg" in

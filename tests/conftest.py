@@ -5,6 +5,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a test's runs never resume checkpoints an earlier test session left behind under the shared cache
+import tempfile  # noqa: E402
+
+os.environ["TAILKD_CHECKPOINT_DIR"] = tempfile.mkdtemp(prefix="tailkd-test-checkpoints-")
 
 import secrets  # noqa: E402
 import string  # noqa: E402

@@ -107,9 +107,12 @@ def test_tail_smoke_writes_signals_and_records_the_warmup(tmp_path):
     assert results["method"] == "tail" and results["signals"] == ["self_consistency", "ta_student", "ta_teacher"]
     assert results["warmup_examples"] == 6 and results["warmup_steps"] == 1  # 0.2 x 32, one batch
     assert results["teacher_queries"] == 32 and results["num_train_examples"] == 32
-    for name in ("self_consistency", "ta_student", "ta_teacher", "weight"):
-        assert results[f"auroc_{name}"] is None or 0.0 <= results[f"auroc_{name}"] <= 1.0
     rows = _jsonl(tmp_path / "signals.jsonl")
+    correct = [r["teacher_correct"] for r in rows]
+    assert 0 < sum(correct) < len(rows)  # right and wrong answers: every AUROC is defined
+    for name in ("self_consistency", "ta_student", "ta_teacher"):
+        assert results[f"auroc_{name}"] == pytest.approx(_pairwise_auroc([r[name]["value"] for r in rows], correct))
+    assert results["auroc_weight"] == pytest.approx(_pairwise_auroc([r["score"] for r in rows], correct))
     assert len(rows) == 32 and len({r["id"] for r in rows}) == 32
     assert all({"self_consistency", "ta_student", "ta_teacher"} <= set(r) for r in rows)
     assert len({round(r["weight"], 6) for r in rows}) > 5  # the weight varies
@@ -117,14 +120,56 @@ def test_tail_smoke_writes_signals_and_records_the_warmup(tmp_path):
     assert "warmup/train/loss" in (tmp_path / "csv" / "metrics.csv").read_text()
 
 
+def _pairwise_auroc(scores, positives):
+    """P(a right answer scores above a wrong one), ties half: counted pair by pair."""
+    pos = [s for s, p in zip(scores, positives) if p]
+    neg = [s for s, p in zip(scores, positives) if not p]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
 def test_tail_filter_and_select_modes(tmp_path):
     proc = train(tmp_path / "f", "experiment=smoke", "method=tail", "signals=ta_teacher", "signals.use=filter", "logger=csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    kept = json.loads((tmp_path / "f" / "results.json").read_text())["num_train_examples"]
+    results = json.loads((tmp_path / "f" / "results.json").read_text())
     weights = [r["weight"] for r in _jsonl(tmp_path / "f" / "signals.jsonl")]
-    assert set(weights) <= {0.0, 1.0} and kept == sum(weights) < 32
+    assert set(weights) <= {0.0, 1.0} and results["num_train_examples"] == sum(weights) == 32 - round(0.2 * 32)
+    assert results["signals_dropped"] == round(0.2 * 32)
     proc = train(tmp_path / "s", "experiment=smoke", "method=tail_no_warmup", "signals=select", "logger=csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert results["warmup_examples"] == 0 and results["signals_use"] == "select"
     assert all(r["weight"] == 1.0 for r in _jsonl(tmp_path / "s" / "signals.jsonl"))
+    # the least self-consistent questions are bought first, in that order
+    selection = _jsonl(tmp_path / "s" / "selection.jsonl")
+    shares = [r["majority_share"] for r in selection]
+    assert len(selection) == 48 and shares == sorted(shares) and len(set(shares)) > 1
+    bought = [a["example_id"] for a in _jsonl(tmp_path / "s" / "annotations.jsonl")]
+    assert bought == [r["id"] for r in selection[:32]]
+    assert max(shares[:32]) <= min(shares[32:])
+
+
+def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
+    """teacher.n_samples=2: each answer is its own annotation with its own signals and weight."""
+    from tailkd.tasks import load_task_data
+
+    from helpers import task_cfg
+
+    data = load_task_data(task_cfg(train_size=48, test_size=16, max_new_tokens=24))
+    rows = []
+    for e in data.train:
+        first, second = e.question.removeprefix("What is ").removesuffix("?").split()[:3:2]
+        rows.append({"question": e.question, "text": f"{first} + {second} = 1000. The answer is 1000."})  # wrong sums
+        rows.append({"question": e.question, "text": f"{e.rationale} The answer is {e.answer}."})
+    path = tmp_path / "recorded.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = train(tmp_path / "run", "experiment=smoke", "method=tail", "signals=ta_teacher", "ta=verifier",
+                 "logger=csv", "teacher=recorded", f"teacher.path={path}", "teacher.n_samples=2",
+                 "budget.max_queries=20", "teacher.model=gpt-4o-mini")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    signals = _jsonl(tmp_path / "run" / "signals.jsonl")
+    assert len(signals) == 20 and len({(r["id"], r["sample_index"]) for r in signals}) == 20
+    weights = {(r["id"], r["sample_index"]): r["weight"] for r in signals}
+    pairs = [(weights[(q, 0)], weights[(q, 1)]) for q, s in weights if s == 0 and (q, 1) in weights]
+    assert pairs and all(wrong < right for wrong, right in pairs)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["teacher_queries"] == 20 == results["teacher_replayed"] and results["teacher_cost_usd"] > 0

@@ -27,7 +27,7 @@ def _compose(overrides, name="train"):
 
 def test_every_config_file_is_covered():
     covered = {CONF / group / f"{name}.yaml" for group, name in _options()}
-    covered |= {CONF / "train.yaml", CONF / "collect.yaml"} | set((CONF / "hydra").glob("*.yaml"))
+    covered |= {CONF / "train.yaml", CONF / "collect.yaml", CONF / "eval.yaml"} | set((CONF / "hydra").glob("*.yaml"))
     covered |= {CONF / "hydra" / "launcher" / f"{name}.yaml" for name in LAUNCHERS}
     assert set(CONF.rglob("*.yaml")) == covered
 
@@ -87,6 +87,14 @@ def test_collect_config_composes(tmp_path):
     cfg = _compose(["teacher=openai", "task=gsm8k"], name="collect")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     build_collector(resolved["teacher"], resolved["budget"], Task(resolved["task"]), cache_dir=tmp_path)
+
+
+def test_eval_config_composes():
+    cfg = _compose(["model=/some/run", "task=gsm8k", "eval.maj_at_k=4"], name="eval")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["model"] == "/some/run" and resolved["eval"]["maj_at_k"] == 4
+    Task(resolved["task"])
+    assert resolved["trainer"]["eval_batch_size"] >= 1
 
 
 def test_hydra_run_dirs_name_the_run():

@@ -28,3 +28,14 @@ def test_smollm2_learns_the_target_format(tmp_path):
     # rationales teach it to
     assert format_rate("predictions_before.jsonl") < 0.25
     assert format_rate("predictions.jsonl") > 0.75
+
+    # the distilled student is kept: a plain transformers folder, and tailkd-eval scores it as the run did
+    from test_eval import evaluate
+    from transformers import AutoModelForCausalLM
+
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "student")).__name__ == "LlamaForCausalLM"
+    assert "smollm2-135m-embedded" in (tmp_path / "student" / "README.md").read_text()
+    scored = evaluate(tmp_path / "eval", f"model={tmp_path}")
+    assert scored["test_accuracy"] == results["test_accuracy"] == scored["run_test_accuracy"]
+    assert [r["output"] for r in _jsonl(tmp_path / "eval" / "predictions.jsonl")] == [
+        r["output"] for r in _jsonl(tmp_path / "predictions.jsonl")]

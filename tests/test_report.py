@@ -134,3 +134,38 @@ def test_signal_presets_of_any_tail_variant_stay_in_its_setting(tmp_path):
     assert setting_of(run, results) == {"task": "chain_sum", "student": "tiny", "method": "tail_no_warmup", "signals": "none"}
     finetune = {"task": "chain_sum", "student": "tiny", "method": "finetune"}
     assert "signals" not in setting_of(run, finetune)  # a method without signals ignores the group
+
+
+def test_paired_bootstrap_interval_and_any_baseline(tmp_path):
+    from tailkd.report.aggregate import bootstrap_ci
+
+    low, high = bootstrap_ci([0.03, 0.05, 0.04])
+    # every resample's mean lies between the smallest and the largest difference
+    assert 0.03 - 1e-9 <= low <= 0.04 <= high <= 0.05 + 1e-9 and low < high
+    assert bootstrap_ci([0.02, 0.02, 0.02]) == (0.02, 0.02)
+    assert bootstrap_ci([0.03, 0.05, 0.04]) == (low, high)  # seeded: the same report every time
+
+    make_sweep(tmp_path)
+    assert report_main([str(tmp_path), "--baseline", "tail signals=all"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    # tail sc at 100 against tail all at 100, seed by seed: 0.50-0.41, 0.46-0.45 -> +0.09, +0.01
+    sc_row = next(line for line in report.splitlines() if line.startswith("| tail | sc | 100 |"))
+    assert "+0.050 ± 0.057 (2/0)" in sc_row
+    lo, hi = bootstrap_ci([0.09, 0.01])
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in sc_row
+    all_row = next(line for line in report.splitlines() if line.startswith("| tail | all | 100 |"))
+    assert "(" not in all_row.split("|")[7]  # the baseline is not compared with itself
+    with (tmp_path / "summary.csv").open() as f:
+        sc = next(r for r in csv.DictReader(f) if r["signals"] == "sc")
+    assert int(sc["paired_n"]) == 2 and float(sc["paired_mean"]) == pytest.approx(0.05)
+
+
+def test_report_carries_the_commit(tmp_path):
+    make_sweep(tmp_path)
+    for i, path in enumerate(sorted(tmp_path.rglob("results.json"))):
+        results = json.loads(path.read_text())
+        results.update(git_commit="0123456789abcdef", git_dirty=i == 0)
+        path.write_text(json.dumps(results))
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "01234567 01234567+dirty" in report and report.count("| 01234567 |") >= 3

@@ -29,6 +29,9 @@ def validate(cfg: DictConfig) -> None:
         (cfg.student.max_length >= 16, f"student.max_length must be >= 16 (got {cfg.student.max_length})"),
         (cfg.task.max_new_tokens >= 1, f"task.max_new_tokens must be >= 1 (got {cfg.task.max_new_tokens})"),
     ]
+    every = cfg.trainer.get("checkpoint_every_n_steps")
+    checks.append((every is None or (isinstance(every, int) and every >= 1),
+                   f"trainer.checkpoint_every_n_steps must be a positive integer or null (got {every})"))
     threads = cfg.trainer.get("num_threads")
     checks.append((threads is None or threads >= 1, f"trainer.num_threads must be >= 1 or null (got {threads})"))
     for field in ("train_size", "test_size"):

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.config import config_dir, validate
-from tailkd.errors import TailkdError
+from tailkd.errors import ConfigError, TailkdError
 
 log = logging.getLogger("tailkd")
 
@@ -24,6 +24,7 @@ def run(cfg: DictConfig) -> dict:
     from tailkd.methods.pipeline import write_results
     from tailkd.training.distributed import launched_rank
 
+    cfg = resumed_config(cfg)
     validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rank = launched_rank()
@@ -42,6 +43,24 @@ def run(cfg: DictConfig) -> dict:
     log.info("test accuracy %.4f (before training %.4f); results in %s",
              results["test_accuracy"], results["test_accuracy_before"], run_dir / "results.json")
     return results
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """With ``resume=PATH``, the config the run in PATH was started with: its checkpoints are found
+    by that config, and it continues as it began. Otherwise ``cfg`` itself."""
+    value = cfg.get("resume", "auto")
+    if value is None or isinstance(value, bool) or str(value).lower() in ("auto", "false", "never", "true"):
+        return cfg
+    folder = Path(str(value)).expanduser()
+    config = folder / "config_resolved.yaml"
+    if not config.is_file():
+        raise ConfigError(f"resume={value}: {config} does not exist; give the folder of a tailkd-train run")
+    if (folder / "results.json").is_file():
+        raise ConfigError(f"resume={value}: that run finished (it has results.json); nothing to resume")
+    earlier = OmegaConf.load(config)
+    earlier.resume = "auto"
+    log.info("resuming the run in %s with the config it was started with", folder)
+    return earlier
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

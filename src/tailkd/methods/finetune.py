@@ -34,14 +34,16 @@ def records_from_annotations(
     questions: Mapping[str, Any],
     target: str = "rationale",
     multitask: Mapping[str, Any] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[TrainRecord]:
-    """One record per parsed annotation, weighted by ``weights[example_id]`` (default 1; weight 0
-    drops it). Annotations whose answer could not be parsed are skipped (they stay in
+    """One record per parsed annotation, weighted by ``weights[i]`` for ``annotations[i]`` (default 1;
+    weight 0 drops it). Annotations whose answer could not be parsed are skipped (they stay in
     annotations.jsonl, paid for and visible)."""
+    if weights is not None and len(weights) != len(annotations):
+        raise ValueError(f"{len(weights)} weights for {len(annotations)} annotations")
     records = []
-    for a in annotations:
-        weight = 1.0 if weights is None else weights[a.example_id]
+    for i, a in enumerate(annotations):
+        weight = 1.0 if weights is None else weights[i]
         if a.parse_failed or weight == 0:
             continue
         prompt = task.prompt(questions[a.example_id])
@@ -63,14 +65,18 @@ def records_from_annotations(
 
 
 class Finetune:
-    def __init__(self, name: str, target: str = "rationale", multitask: Mapping[str, Any] | None = None):
+    def __init__(self, name: str, target: str = "rationale", multitask: Mapping[str, Any] | None = None,
+                 steps_of_tail: float | None = None):
         if target not in TARGETS:
             raise ConfigError(f"method.target={target!r} is unknown; choose one of {list(TARGETS)}")
         if multitask is not None:
             missing = {"label_prefix", "rationale_prefix", "rationale_weight"} - set(multitask)
             if missing:
                 raise ConfigError(f"method.multitask lacks {sorted(missing)}")
+        if steps_of_tail is not None and not 0.0 <= steps_of_tail < 1.0:
+            raise ConfigError(f"method.steps_of_tail must be a warm-up share in [0, 1) or null (got {steps_of_tail})")
         self.name = name
+        self.steps_of_tail = steps_of_tail
         self.target = target
         self.multitask = dict(multitask) if multitask else None
 
@@ -88,17 +94,32 @@ class Finetune:
             aux_loss_weight=self.multitask["rationale_weight"] if self.multitask else 0.0,
             eval_prompt_prefix=self.multitask["label_prefix"] if self.multitask else "",
         )
-        trainer, loggers = P.make_trainer(cfg, run_dir)
+        trainer, loggers = P.make_trainer(cfg, run_dir, max_steps=self.max_steps(cfg, len(records)))
+        checkpoints = P.checkpoints(cfg, run_dir)
 
         accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
         P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
-        trainer.fit(module, datamodule=datamodule)
+        fitted = checkpoints.fit("train", trainer, module, datamodule)
         datamodule.encoder.report_truncation()
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
         P.write_jsonl(run_dir / "predictions.jsonl", predictions)
 
-        results = P.results_base(cfg, data, self.name, annotations, spend, trainer, started)
+        results = P.results_base(cfg, data, self.name, annotations, spend, steps=fitted.steps, trainer=trainer,
+                                 started=started, checkpoints=checkpoints)
         results.update(test_accuracy=accuracy, test_accuracy_before=accuracy_before,
                        num_test_examples=len(predictions), num_train_examples=len(records))
+        P.keep_student(cfg, student, run_dir, results)
         P.finish_logging(loggers, results)
+        checkpoints.finish()
         return results
+
+    def max_steps(self, cfg: DictConfig, num_records: int) -> int | None:
+        """None: train ``trainer.pl.max_epochs``. With ``steps_of_tail`` set to a warm-up share, as
+        many optimiser steps as TAiL takes on the same budget (its warm-up, then every annotation),
+        so that the two-stage schedule is compared with fine-tuning at equal optimiser steps."""
+        if self.steps_of_tail is None:
+            return None
+        epochs = int(cfg.trainer.pl.max_epochs)
+        per_step = int(cfg.trainer.batch_size) * int(cfg.trainer.pl.get("accumulate_grad_batches", 1))
+        warm = max(1, round(self.steps_of_tail * num_records)) if self.steps_of_tail else 0
+        return epochs * (-(-warm // per_step) + -(-num_records // per_step))

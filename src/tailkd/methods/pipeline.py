@@ -3,7 +3,9 @@ evaluate, write outputs. A recipe (``methods/<name>.py``) reads as the sequence 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +26,11 @@ from tailkd.methods.annotate import (  # noqa: F401  (re-exported: recipes use p
     write_results,
 )
 from tailkd.models import Student, load_student
+from tailkd.models.save import save_student
+from tailkd.provenance import provenance
 from tailkd.tasks import Example, TaskData
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
+from tailkd.training.checkpoints import Checkpoints, fingerprint
 from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -95,10 +100,14 @@ def _sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, loggers=None):
-    """A Lightning Trainer; pass the loggers of an earlier stage to keep one CSV file and W&B run."""
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers=None, max_steps: int | None = None):
+    """A Lightning Trainer; pass the loggers of an earlier stage to keep one CSV file and W&B run.
+    ``max_steps`` trains that many optimiser steps instead of ``trainer.pl.max_epochs`` epochs."""
     loggers = loggers if loggers is not None else make_loggers(cfg, run_dir)
-    return build_trainer(cfg.trainer.pl, loggers, run_dir), loggers
+    pl_kwargs = dict(cfg.trainer.pl)
+    if max_steps is not None:
+        pl_kwargs.update(max_steps=int(max_steps), max_epochs=-1)
+    return build_trainer(pl_kwargs, loggers, run_dir), loggers
 
 
 def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[float, list[dict[str, Any]]]:
@@ -108,8 +117,10 @@ def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[floa
     return module.accuracy, list(module.predictions)
 
 
-def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spend: dict, trainer, started: float):
-    """The fields every method's results.json has, besides its accuracies."""
+def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spend: dict, *, steps: int, trainer,
+                 started: float, checkpoints: Checkpoints | None = None):
+    """The fields every method's results.json has, besides its accuracies: what ran, what the teacher
+    cost, and how to reproduce it (commit, library versions, device, precision, threads)."""
     return {
         "task": data.task.name,
         "task_version": data.task.version,
@@ -124,17 +135,59 @@ def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spen
         "teacher_error_rate": teacher_error_rate(cfg),
         "teacher_annotation_accuracy": annotation_accuracy(annotations, data),
         **spend,
-        "train_steps": int(trainer.global_step),
+        "train_steps": int(steps),
         "runtime_s": round(time.time() - started, 1),
+        "resumed_from": checkpoints.resumed_from if checkpoints is not None else None,
         "tailkd_version": __version__,
+        **provenance(device=inference_device(trainer), precision=str(trainer.precision), started=started),
     }
+
+
+def inference_device(trainer):
+    """The device the run trains on. Lightning hands the model back on the CPU after ``fit`` and
+    ``test``, so every inference step outside them must move it there first (:func:`inference`)."""
+    return trainer.strategy.root_device
+
+
+@contextlib.contextmanager
+def inference(cfg: DictConfig, student: Student, trainer):
+    """The student on the run's device, under the training precision, for sampling, selection and
+    TA scoring: the same numbers as inside Lightning, at its speed."""
+    student.model.to(inference_device(trainer))
+    with inference_precision(cfg, student):
+        yield
+
+
+def checkpoints(cfg: DictConfig, run_dir: Path) -> Checkpoints:
+    """The run's checkpoints, found again by a rerun of the same config (see training/checkpoints.py);
+    ``resume=false`` deletes an earlier run's and starts afresh. Off for multi-process strategies."""
+    from tailkd.training.distributed import launched_rank
+
+    every = cfg.trainer.get("checkpoint_every_n_steps")
+    root = cfg.paths.get("checkpoint_dir")
+    root = Path(str(root)).expanduser() if root else cache_dir(cfg) / "checkpoints"
+    strategy = cfg.trainer.pl.get("strategy", "auto")
+    if launched_rank() > 0 or strategy not in (None, "auto"):  # several processes: no resume (yet), see docs
+        return Checkpoints(None, None, run_dir)
+    folder = root / fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    if str(cfg.get("resume", "auto")).lower() in ("false", "never"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return Checkpoints(folder, int(every) if every else None, run_dir)
+
+
+def keep_student(cfg: DictConfig, student: Student, run_dir: Path, results: dict) -> None:
+    """The distilled student into ``run_dir/student`` (``trainer.save_student=false``: not kept)."""
+    from tailkd.training.distributed import launched_rank
+
+    if not cfg.trainer.get("save_student", True) or launched_rank() > 0:
+        return
+    save_student(student, run_dir / "student", results=results, config=OmegaConf.to_container(cfg, resolve=True),
+                 merge_lora=bool(cfg.student.get("merge_lora", False)))
 
 
 def inference_precision(cfg: DictConfig, student: Student):
     """The autocast that training uses (``trainer.pl.precision``), for inference outside Lightning:
     signal sampling and TA scoring would otherwise run in float32, at half the speed on CPU."""
-    import contextlib
-
     import torch
 
     precision = str(cfg.trainer.pl.get("precision", "32-true"))

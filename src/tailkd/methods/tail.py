@@ -25,9 +25,17 @@ from omegaconf import DictConfig, OmegaConf
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
 from tailkd.methods.finetune import records_from_annotations
-from tailkd.signals import SignalSettings, compute_signals
-from tailkd.signals.cache import SignalCache
-from tailkd.signals.self_consistency import self_consistency
+from tailkd.signals import (
+    Decoding,
+    SignalCache,
+    SignalSettings,
+    auroc_summary,
+    measure_signals,
+    signal_row,
+    weigh,
+)
+from tailkd.signals.measure import sampled_answers
+from tailkd.signals.self_consistency import summarise
 from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
 from tailkd.teachers.budget import Spend
@@ -55,12 +63,13 @@ class Tail:
         budget = Budget.from_cfg(cfg.budget)
         planned = budget.queries_for_pool(len(order))
         examples = P.examples_by_id(data.train)
-        stop = list(cfg.task.get("until") or [])
+        decoding = Decoding(data.task.max_new_tokens, tuple(cfg.task.get("until") or []), cfg.trainer.eval_batch_size)
 
         student = P.build_student(cfg, data)
         initial_state = copy.deepcopy(student.model.state_dict()) if self.stage2 == "restart" else None
         module = P.make_module(cfg, student, data)
         loggers = P.make_loggers(cfg, run_dir)
+        checkpoints = P.checkpoints(cfg, run_dir)
 
         # stage 1: warm-up on a share of the budget
         warm_questions = max(1, round(self.warmup_fraction * planned)) if self.warmup_fraction else 0
@@ -70,72 +79,93 @@ class Tail:
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
         accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
         P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
-        accuracy_warmup = None
+        accuracy_warmup, warm_steps = None, 0
         if warm_records:
             module.log_prefix = "warmup/"
-            trainer.fit(module, datamodule=datamodule)
+            warm_steps = checkpoints.fit("warmup", trainer, module, datamodule).steps
             accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
-        warm_steps = int(trainer.global_step)
 
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
         bought = {a.example_id for a in warm}
         rest = [e for e in order if e.id not in bought]
         if settings.use == "select":
-            with P.inference_precision(cfg, student):
-                consistency = self_consistency(student, data.task, rest, k=settings.k, temperature=settings.temperature,
-                                               batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed))
-            consistency = from_rank_zero(consistency)
-            rest = sorted(rest, key=lambda e: consistency[e.id].majority_share)  # stable: ties keep order
+            rest = self._least_consistent_first(cfg, settings, student, trainer, data, rest, decoding, run_dir)
         spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
         with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
             annotations = warm + collector.collect(rest, budget=budget.minus(spent))
         spend = P.spend_summary(collector, annotations, run_dir)
 
         # signals from the warmed-up student and the TA, then stage 2
-        with P.inference_precision(cfg, student):
-            rows, signal_summary = from_rank_zero(self._signals(cfg, settings, student, data, annotations, examples, stop))
-        P.write_jsonl(run_dir / "signals.jsonl", rows)
-        P.log_signals(loggers, rows)
-        weights = {row["id"]: row["weight"] for row in rows}
+        weights, signal_summary = from_rank_zero(
+            self._signals(cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers))
         records = records_from_annotations(annotations, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
         datamodule = P.make_datamodule(cfg, records, data, student)
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
         module.log_prefix = ""
-        trainer.fit(module, datamodule=datamodule)
+        main = checkpoints.fit("main", trainer, module, datamodule)
         datamodule.encoder.report_truncation()
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
         P.write_jsonl(run_dir / "predictions.jsonl", predictions)
 
-        results = P.results_base(cfg, data, self.name, annotations, spend, trainer, started)
+        results = P.results_base(cfg, data, self.name, annotations, spend, steps=warm_steps + main.steps,
+                                 trainer=trainer, started=started, checkpoints=checkpoints)
         results.update(
             test_accuracy=accuracy, test_accuracy_before=accuracy_before, test_accuracy_warmup=accuracy_warmup,
             num_test_examples=len(predictions), num_train_examples=len(records),
             warmup_examples=len(warm_records), warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps,
             stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary,
         )
+        P.keep_student(cfg, student, run_dir, results)
         P.finish_logging(loggers, results)
+        checkpoints.finish()
         return results
 
-    def _signals(self, cfg, settings, student, data, annotations, examples, stop):
-        if not settings.enabled:
-            rows = [{"id": a.example_id, "weight": 1.0, "teacher_answer": a.answer} for a in annotations]
-            return rows, {"signals": [], "signals_use": settings.use}
+    def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir):
+        """``rest`` ordered by the warmed-up student's majority share, lowest first (ties keep the buying
+        order); every candidate's share goes to selection.jsonl."""
+        with P.inference(cfg, student, trainer):
+            answers = sampled_answers(student, data.task, rest, settings, decoding, int(cfg.seed),
+                                      _signal_cache(cfg, student, trainer))
+        shares = from_rank_zero({e.id: summarise(answers[e.id]).majority_share for e in rest})
+        ordered = sorted(rest, key=lambda e: shares[e.id])  # stable
+        P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
+                                                     "answers": answers[e.id]} for i, e in enumerate(ordered)))
+        return ordered
+
+    def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers):
+        """Measure, weigh and record the signals of every annotation: (weights aligned with
+        ``annotations``, the results.json summary)."""
+        gold = {e.id: e.answer for e in data.train}
+        correct = [a.answer == gold.get(a.example_id) for a in annotations]
         ta = None
         if {"ta_student", "ta_teacher"} & set(settings.enabled):
             texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
-            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), texts)
-        gold = {e.id: e.answer for e in data.train}
-        cache = None
-        if cfg.signals.get("cache", True):
-            context = {"precision": str(cfg.trainer.pl.get("precision")), "device": student.model.device.type}
-            cache = SignalCache(P.cache_dir(cfg) / "signals", context)
-        rows, summary = compute_signals(settings, student, ta, data.task, annotations, examples, gold=gold,
-                                        batch_size=cfg.trainer.eval_batch_size, stop=stop, seed=int(cfg.seed),
-                                        cache=cache)
-        summary["signal_cache_hits"] = cache.hits if cache is not None else 0
-        return rows, summary
+            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), texts,
+                          device=P.inference_device(trainer))
+        cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
+        with P.inference(cfg, student, trainer):
+            measured = measure_signals(settings, student, ta, data.task, annotations, examples, decoding=decoding,
+                               seed=int(cfg.seed), cache=cache)
+        weighed = weigh(settings, measured)
+        rows = [signal_row(m, weighed, i, c) for i, (m, c) in enumerate(zip(measured, correct))]
+        P.write_jsonl(run_dir / "signals.jsonl", rows)
+        P.log_signals(loggers, rows)
+        summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
+                   "signal_cache_hits": cache.hits}
+        if settings.enabled:
+            summary.update(auroc_summary(weighed, correct))
+        return weighed.weights, summary
+
+
+def _signal_cache(cfg, student, trainer=None) -> SignalCache:
+    """Raw signals of an identical warmed-up student, shared across a sweep (``signals.cache``)."""
+    if not cfg.signals.get("cache", True):
+        return SignalCache(None)
+    device = P.inference_device(trainer) if trainer is not None else student.model.device
+    context = {"precision": str(cfg.trainer.pl.get("precision")), "device": str(device.type)}
+    return SignalCache(P.cache_dir(cfg) / "signals", context)
 
 
 def _placeholder(data):

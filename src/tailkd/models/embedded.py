@@ -16,8 +16,10 @@ offline stand-in.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -70,6 +72,7 @@ def embedded_model_dir(name: str, cache_dir: Path) -> Path:
         raise ConfigError(f"student.pretrained={name!r} is not an embedded model; known: {sorted(EMBEDDED)}")
     target = Path(cache_dir) / "models" / name
     if (target / "config.json").is_file():
+        _drop_quantization_config(target / "config.json")  # folders converted before this fix carry it
         return target
     spec = EMBEDDED[name]
     downloads = Path(cache_dir) / "downloads"
@@ -157,6 +160,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _drop_quantization_config(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    if "quantization_config" not in config:
+        return
+    del config["quantization_config"]
+    tmp = config_path.with_name(f".config-{os.getpid()}.json")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, config_path)
+
+
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,7 +177,11 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    fresh = type(loaded)(loaded.config)
+    config = copy.deepcopy(loaded.config)
+    # the weights are float now: a config still naming GGUF quantization makes the model unsavable
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    fresh = type(loaded)(config)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
     # build beside the target and rename: a crash mid-save never leaves a half-written model behind

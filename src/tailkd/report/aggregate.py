@@ -4,6 +4,7 @@ metric, relative improvement over ``finetune`` at the same task, student, budget
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ class Group:
         return [float(r.results[metric]) - float(base[str(r.seed)]) for r in self.runs
                 if _is_number(r.results.get(metric)) and _is_number(base.get(str(r.seed)))]
 
+    def commits(self) -> list[str]:
+        """The source commits the runs came from (short, ``+dirty`` for uncommitted changes)."""
+        found = {f"{str(r.results['git_commit'])[:8]}{'+dirty' if r.results.get('git_dirty') else ''}"
+                 for r in self.runs if r.results.get("git_commit")}
+        return sorted(found)
+
     def budget(self) -> float:
         """The budget this group was given, for the x axis: the swept budget key, else queries spent."""
         for key in BUDGET_KEYS:
@@ -62,6 +69,20 @@ class Group:
             if value not in (None, "", "null") and _is_number(value):
                 return float(value)
         return self.mean("teacher_queries")
+
+
+def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (seeded: the same report every time).
+    With 3 paired seeds there are only 10 distinct resamples: the interval is a rough guide, and a
+    zero-width one means every seed agreed, not certainty."""
+    if not values:
+        return math.nan, math.nan
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
+    low = means[int(math.floor((1 - level) / 2 * resamples))]
+    high = means[min(resamples - 1, int(math.ceil((1 + level) / 2 * resamples)) - 1)]
+    return low, high
 
 
 def group_runs(runs: Iterable[Run], baseline: str = "finetune") -> list[Group]:

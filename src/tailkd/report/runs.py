@@ -88,10 +88,19 @@ def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
 
 
 def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dict[str, str]:
-    """The setting of the baseline at the same task, student, budget and teacher."""
+    """The setting of the baseline at the same task, student, budget and teacher. ``baseline`` is a
+    method, optionally with settings of its own: ``"tail signals=none"`` is TAiL's schedule alone."""
+    method, *extra = baseline.split()
     out = {k: v for k, v in setting.items() if not is_signal_key(k)}
-    out["method"] = baseline
+    out["method"] = method
+    for item in extra:
+        key, _, value = item.partition("=")
+        out[key] = value
     return out
+
+
+def is_baseline(setting: dict[str, str], baseline: str = "finetune") -> bool:
+    return baseline_setting(setting, baseline) == setting
 
 
 def is_signal_key(key: str) -> bool:

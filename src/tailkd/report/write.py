@@ -11,12 +11,13 @@ from typing import Any
 from tailkd.report.aggregate import (
     SPEND,
     Group,
+    bootstrap_ci,
     constant_settings,
     group_runs,
     label,
     varying_keys,
 )
-from tailkd.report.runs import Run, Skipped
+from tailkd.report.runs import Run, Skipped, is_baseline
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
 
@@ -58,18 +59,21 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
     lines += ["", f"## {metric}", "",
               f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
               "setting otherwise (task, student, budget, teacher). Paired: the difference to "
-              f"`{baseline}` seed by seed (the same seed buys the same questions), mean ± std, and how many "
-              "seeds it won / lost.", ""]
-    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "before training",
-                     "teacher queries", "teacher cost USD"]
+              f"`{baseline}` seed by seed (the same seed buys the same questions), mean ± std, its 95% "
+              "percentile-bootstrap interval, and how many seeds it won / lost. Commit: the source the runs "
+              "came from.", ""]
+    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI",
+                     "before training", "teacher queries", "teacher cost USD", "commit"]
     rows = []
     for g in groups:
-        is_baseline = g.setting.get("method") == baseline
+        base = is_baseline(g.setting, baseline)
+        diffs = g.paired_differences(metric) if not base else []
         rows.append([g.setting.get(k, "") for k in keys] + [
             str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
-            _pct(g.relative_improvement(metric)) if not is_baseline else "",
-            _paired(g.paired_differences(metric)) if not is_baseline else "",
+            _pct(g.relative_improvement(metric)) if not base else "",
+            _paired(diffs) if not base else "", _ci(diffs) if not base else "",
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
+            " ".join(g.commits()) or "–",
         ])
     lines += _table(header, rows)
 
@@ -120,12 +124,19 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(setting_keys + ["label", "seeds", "budget"]
-                        + [f"{n}_{s}" for n in numbers for s in ("mean", "std")] + ["relative_improvement_pct"])
+                        + [f"{n}_{s}" for n in numbers for s in ("mean", "std")]
+                        + ["relative_improvement_pct", "paired_n", "paired_mean", "paired_std", "paired_ci_low",
+                           "paired_ci_high", "commits"])
         for g in groups:
+            diffs = g.paired_differences(metric)
+            low, high = bootstrap_ci(diffs) if len(diffs) > 1 else (math.nan, math.nan)
             writer.writerow([g.setting.get(k, "") for k in setting_keys]
                             + [label(g, keys), len(g.runs), _cell(g.budget())]
                             + [_cell(v) for n in numbers for v in (g.mean(n), g.std(n))]
-                            + [_cell(g.relative_improvement(metric))])
+                            + [_cell(g.relative_improvement(metric)), len(diffs),
+                               _cell(statistics.fmean(diffs) if diffs else math.nan),
+                               _cell(statistics.stdev(diffs) if len(diffs) > 1 else math.nan), _cell(low), _cell(high),
+                               " ".join(g.commits())])
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -147,6 +158,13 @@ def _paired(diffs: list[float]) -> str:
     std = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
     won, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return f"{mean:+.3f} ± {'–' if math.isnan(std) else f'{std:.3f}'} ({won}/{lost})"
+
+
+def _ci(diffs: list[float]) -> str:
+    if len(diffs) < 2:
+        return "–"
+    low, high = bootstrap_ci(diffs)
+    return f"[{low:+.3f}, {high:+.3f}]"
 
 
 def _pct(value: float) -> str:

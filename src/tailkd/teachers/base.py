@@ -11,7 +11,8 @@ from tailkd.tasks import Task
 
 @dataclass
 class Annotation:
-    """One teacher answer to one question. ``answer`` is None when the text could not be parsed."""
+    """One teacher answer to one question: the ``sample_index``-th answer bought for ``example_id``
+    (``teacher.n_samples`` > 1 buys several). ``answer`` is None when the text could not be parsed."""
 
     example_id: str
     prompt: str
@@ -23,7 +24,13 @@ class Annotation:
     cost_usd: float
     backend: str
     model: str
+    sample_index: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What identifies an annotation within a run: its question and sample index."""
+        return self.example_id, self.sample_index
 
     @property
     def parse_failed(self) -> bool:

@@ -335,7 +335,8 @@ class Collector:
             cost_usd=cost,
             backend=self.backend.name,
             model=completion.model,
-            meta={**completion.meta, "sample_index": request.sample_index, "cache_hit": cache_hit},
+            sample_index=request.sample_index,
+            meta={**completion.meta, "cache_hit": cache_hit},
         )
 
     def _log(self, request: TeacherRequest, completion: Completion, cost: float, status: str, attempts: int) -> None:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 # statuses whose answers the run uses: each counts against the budget at what the answer cost
 USED = ("paid", "cache_hit", "replayed")
 

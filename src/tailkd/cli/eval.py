@@ -1,0 +1,159 @@
+"""``tailkd-eval``: score a distilled student (or any model) on a task's test split.
+
+``model=`` is a tailkd run folder, a model folder (or LoRA adapter folder), or a hub id. A run folder
+(or its ``student/``) brings the run's task, decoding and precision settings, so the score is the one
+the run reported, unless ``task=``/``task.*`` is given on the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from tailkd.config import config_dir
+from tailkd.errors import ConfigError, TailkdError
+
+log = logging.getLogger("tailkd")
+
+
+def locate(model: str) -> tuple[str, Path | None]:
+    """(what to load: a folder or a hub id, the run folder it came from if any)."""
+    path = Path(str(model)).expanduser()
+    if not path.exists():
+        if str(model).startswith(("/", ".", "~")):
+            raise ConfigError(f"model={model}: no such folder")
+        return str(model), None  # a hub id
+    if not path.is_dir():
+        raise ConfigError(f"model={model} is a file; give a run folder, a model folder or a hub id")
+    if (path / "config_resolved.yaml").is_file():
+        if not (path / "student").is_dir():
+            raise ConfigError(f"the run in {path} kept no student (it ran with trainer.save_student=false)")
+        return str(path / "student"), path
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        parent = path.parent
+        return str(path), parent if (parent / "config_resolved.yaml").is_file() and path.name == "student" else None
+    raise ConfigError(f"{path} is not a model: it has no config.json or adapter_config.json, and it is not a "
+                      f"tailkd run folder (config_resolved.yaml and student/)")
+
+
+def load_model(location: str, arch: str, dtype: str, run_cfg: DictConfig | None, cache_dir: Path):
+    """The model at ``location``; a LoRA adapter on its base (the run's student config, else the base
+    its adapter_config.json names)."""
+    from tailkd.models import load_student
+    from tailkd.models.save import is_adapter
+
+    plain = {"name": Path(location).name, "arch": arch, "source": "hub", "dtype": dtype, "lora": {"enabled": False}}
+    if not is_adapter(Path(location)):
+        return load_student({**plain, "pretrained": location}, cache_dir)
+    import json
+
+    from peft import PeftModel
+
+    if (Path(location) / "base").is_dir():
+        base_cfg = {**plain, "pretrained": str(Path(location) / "base")}
+    elif run_cfg is not None:
+        base_cfg = {**OmegaConf.to_container(run_cfg.student, resolve=True), "lora": {"enabled": False}}
+    else:
+        base = json.loads((Path(location) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        base_cfg = {**plain, "pretrained": base}
+    student = load_student(base_cfg, cache_dir)
+    student.model = PeftModel.from_pretrained(student.model, location)
+    return student
+
+
+def majority_votes(student, task, examples, k: int, temperature: float, batch_size: int, stop, seed: int):
+    from tailkd.signals.self_consistency import sample_texts, summarise
+
+    prompts = [task.prompt(e) for e in examples]
+    samples = sample_texts(student, prompts, task.max_new_tokens, k=k, temperature=temperature,
+                           batch_size=batch_size, stop=stop, seed=seed)
+    return [summarise([task.extract_answer(t, e) for t in texts]) for e, texts in zip(examples, samples)]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from tailkd.methods import pipeline as P
+    from tailkd.provenance import provenance
+    from tailkd.training import DistillModule
+    from tailkd.training.data import EvalDataModule
+    from tailkd.training.trainer import build_trainer
+
+    started = time.time()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    location, source_run = locate(cfg.model)
+    run_cfg = OmegaConf.load(source_run / "config_resolved.yaml") if source_run else None
+    overrides = HydraConfig.get().overrides.task
+    task_node = cfg.task if run_cfg is None or any(o.lstrip("+~").startswith("task") for o in overrides) else run_cfg.task
+    trainer_node = run_cfg.trainer if run_cfg is not None else cfg.trainer
+    arch = cfg.arch or (run_cfg.student.arch if run_cfg is not None else "causal")
+    prefix = cfg.eval.prompt_prefix
+    if prefix is None:
+        multitask = run_cfg.method.get("multitask") if run_cfg is not None else None
+        prefix = multitask.label_prefix if multitask else ""
+    k = cfg.eval.maj_at_k
+    if k is not None and int(k) < 2:
+        raise ConfigError(f"eval.maj_at_k must be at least 2 or null (got {k})")
+
+    eff = OmegaConf.create({"task": OmegaConf.to_container(task_node, resolve=True),
+                            "trainer": OmegaConf.to_container(trainer_node, resolve=True),
+                            "paths": OmegaConf.to_container(cfg.paths, resolve=True)})
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.merge(cfg, eff), resolve=True))
+    data = P.load_data(eff)
+    student = load_model(location, arch, str(cfg.dtype), run_cfg, P.cache_dir(cfg))
+    stop = list(eff.task.get("until") or [])
+    module = DistillModule(student, data.task, lr=1.0, stop=stop, eval_prompt_prefix=prefix)
+    trainer = build_trainer(eff.trainer.pl, [], run_dir)
+    datamodule = EvalDataModule(data.test, eff.trainer.eval_batch_size)
+    accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
+    results: dict[str, Any] = {
+        "model": str(cfg.model), "loaded_from": location, "source_run": str(source_run) if source_run else None,
+        "task": data.task.name, "task_version": data.task.version, "num_test_examples": len(predictions),
+        "test_accuracy": accuracy, "prompt_prefix": prefix,
+    }
+    if source_run is not None and (source_run / "results.json").is_file():
+        import json
+
+        results["run_test_accuracy"] = json.loads((source_run / "results.json").read_text()).get("test_accuracy")
+    if k is not None:
+        with P.inference(eff, student, trainer):
+            votes = majority_votes(student, data.task, data.test, int(k), float(cfg.eval.temperature),
+                                   int(eff.trainer.eval_batch_size), stop, int(cfg.eval.seed))
+        for row, vote, example in zip(predictions, votes, data.test):
+            row.update(maj_answers=list(vote.answers), maj_predicted=vote.majority_answer,
+                       maj_correct=vote.majority_answer == example.answer)
+        results.update(maj_at_k=int(k), maj_temperature=float(cfg.eval.temperature),
+                       test_accuracy_maj_at_k=sum(v.majority_answer == e.answer for v, e in zip(votes, data.test))
+                       / max(1, len(votes)))
+    results.update(provenance(device=P.inference_device(trainer), precision=str(trainer.precision), started=started))
+    results["runtime_s"] = round(time.time() - started, 1)
+    P.write_jsonl(run_dir / "predictions.jsonl", predictions)
+    P.write_results(run_dir, results)
+    log.info("%s on %s: accuracy %.4f%s; results in %s", cfg.model, data.task.name, accuracy,
+             f", maj@{k} {results['test_accuracy_maj_at_k']:.4f}" if k else "", run_dir / "results.json")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def _main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except TailkdError as err:
+        log.error("tailkd-eval: %s", err)
+        sys.exit(2)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

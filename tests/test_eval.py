@@ -1,0 +1,84 @@
+"""tailkd-eval: a run's kept student scores as the run reported; model folders, adapters, maj@k, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_cli import _jsonl, train
+
+
+def eval_proc(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tailkd.cli.eval", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def evaluate(run_dir: Path, *overrides: str) -> dict:
+    proc = eval_proc(run_dir, *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    proc = train(run, "experiment=smoke", "logger=csv", "trainer.pl.max_epochs=3", "trainer.lr=3e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_a_run_folder_scores_as_the_run_reported(finetuned, tmp_path):
+    results = json.loads((finetuned / "results.json").read_text())
+    scored = evaluate(tmp_path, f"model={finetuned}")
+    assert scored["test_accuracy"] == results["test_accuracy"] == scored["run_test_accuracy"]
+    assert scored["task"] == "chain_sum" and scored["num_test_examples"] == 16  # the run's task settings
+    assert [r["output"] for r in _jsonl(tmp_path / "predictions.jsonl")] == [
+        r["output"] for r in _jsonl(finetuned / "predictions.jsonl")]
+    for key in ("git_commit", "versions", "device", "precision", "num_threads", "started_at"):
+        assert key in scored
+
+
+def test_majority_vote_and_another_task(finetuned, tmp_path):
+    scored = evaluate(tmp_path / "maj", f"model={finetuned / 'student'}", "eval.maj_at_k=3")
+    rows = _jsonl(tmp_path / "maj" / "predictions.jsonl")
+    assert all(len(r["maj_answers"]) == 3 for r in rows)
+    assert scored["test_accuracy_maj_at_k"] == pytest.approx(sum(r["maj_correct"] for r in rows) / len(rows))
+    other = evaluate(tmp_path / "other", f"model={finetuned}", "task=gsm_symbolic", "task.test_size=5",
+                     "task.max_new_tokens=8")
+    assert other["task"] == "gsm_symbolic" and other["num_test_examples"] == 5
+
+
+def test_a_folder_that_is_not_a_model_is_one_clear_error(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    proc = eval_proc(tmp_path / "out", f"model={tmp_path / 'junk'}")
+    assert proc.returncode == 2 and "is not a model" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    proc = eval_proc(tmp_path / "out2", f"model={tmp_path / 'missing'}")
+    assert proc.returncode == 2 and "no such folder" in proc.stdout + proc.stderr
+
+
+def test_lora_student_is_kept_as_adapter_and_merged_copy(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "run"
+    proc = train(run, "experiment=smoke", "logger=csv", "student.lora.enabled=true", "student.merge_lora=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "student" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(run / "student" / "merged")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    scored = evaluate(tmp_path / "eval", f"model={run}")
+    assert scored["test_accuracy"] == json.loads((run / "results.json").read_text())["test_accuracy"]
+    assert [r["output"] for r in _jsonl(tmp_path / "eval" / "predictions.jsonl")] == [
+        r["output"] for r in _jsonl(run / "predictions.jsonl")]
+
+
+def test_save_student_false_keeps_nothing(tmp_path):
+    proc = train(tmp_path / "run", "experiment=smoke", "logger=csv", "trainer.save_student=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "run" / "student").exists()
+    proc = eval_proc(tmp_path / "out", f"model={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "kept no student" in proc.stdout + proc.stderr

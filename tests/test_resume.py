@@ -1,0 +1,108 @@
+"""A run killed at any point continues when the same command starts again: same result, teacher unpaid.
+
+The run is TAiL (both stages train) with a LoRA student whose adapters have dropout, so that the data
+order, the optimiser, the schedule and the RNG stream all have to be restored exactly for the weights
+to come out bit for bit the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fake_openai import FakeOpenAI
+
+TRAIN = [sys.executable, "-m", "tailkd.cli.train"]
+
+
+def _overrides(server: FakeOpenAI, ckpt: Path) -> list[str]:
+    return ["experiment=smoke", "method=tail", "signals=ta_teacher", "logger=csv", "trainer.pl.max_epochs=40",
+            "trainer.checkpoint_every_n_steps=1", f"paths.checkpoint_dir={ckpt}",
+            "student.lora.enabled=true", "student.lora.dropout=0.1", "teacher=openai",
+            f"teacher.base_url={server.base_url}", "teacher.model=gpt-4o-mini", "teacher.max_concurrency=4",
+            "teacher.retry.base_delay_s=0.01"]
+
+
+def _start(run_dir: Path, overrides: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([*TRAIN, f"hydra.run.dir={run_dir}", *overrides], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str) -> None:
+    deadline = time.monotonic() + 240
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.communicate()[1][-2000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return out + err
+
+
+def test_killed_in_either_stage_then_rerun_ends_as_an_uninterrupted_run(tmp_path, api_key):
+    ckpt = tmp_path / "checkpoints"
+    env = {**os.environ, "TAILKD_CACHE_DIR": str(tmp_path / "cache")}
+    with FakeOpenAI(latency_s=0.01) as server:
+        overrides = _overrides(server, ckpt)
+
+        # killed during the warm-up, then (same command) during stage 2, then finished
+        first = _start(tmp_path / "a", overrides, env)
+        _kill_when(first, lambda: any(ckpt.glob("*/warmup/last.ckpt")), "a warm-up checkpoint")
+        assert not any(ckpt.glob("*/warmup/done.ckpt")), "the warm-up ended before the kill"
+        assert server.wait_quiet() == 6  # the warm-up's share of the 32 annotations
+        second = _start(tmp_path / "b", overrides, env)
+        _kill_when(second, lambda: any(ckpt.glob("*/main/last.ckpt")), "a stage-2 checkpoint")
+        assert any(ckpt.glob("*/warmup/done.ckpt"))
+        assert server.wait_quiet() == 32 == len(set(server.prompts()))  # the rest, nothing twice
+        _finish(_start(tmp_path / "c", overrides, env))
+        resumed = json.loads((tmp_path / "c" / "results.json").read_text())
+        assert not any(ckpt.rglob("*.ckpt"))  # a finished run leaves no checkpoints behind
+        assert server.wait_quiet() == 32  # nothing bought again
+        statuses = {json.loads(line)["status"] for line in (tmp_path / "c" / "ledger.jsonl").read_text().splitlines()}
+        assert statuses == {"cache_hit"} and resumed["teacher_paid_usd"] == 0
+        assert resumed["resumed_from"] == str(tmp_path / "b")
+        assert (tmp_path / "b" / "RESUMED_IN").read_text().strip() == str(tmp_path / "c")
+
+        # the same command once more, never interrupted (the checkpoints are gone: it trains afresh)
+        _finish(_start(tmp_path / "d", overrides, env))
+    reference = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert reference["resumed_from"] is None
+    for key in ("test_accuracy", "test_accuracy_warmup", "train_steps", "warmup_steps", "teacher_cost_usd"):
+        assert resumed[key] == reference[key], key
+    assert reference["train_steps"] == 40 + 40 * 4
+
+    def outputs(run):
+        return [json.loads(line)["output"] for line in (tmp_path / run / "predictions.jsonl").read_text().splitlines()]
+
+    assert outputs("c") == outputs("d")
+    adapter = "student/adapter_model.safetensors"
+    assert (tmp_path / "c" / adapter).read_bytes() == (tmp_path / "d" / adapter).read_bytes()
+
+
+def test_resume_from_a_run_folder(tmp_path):
+    """resume=PATH continues the run in PATH with the config it started with, whatever else is given."""
+    ckpt = tmp_path / "checkpoints"
+    env = {**os.environ, "TAILKD_CACHE_DIR": str(tmp_path / "cache")}
+    overrides = ["experiment=smoke", "logger=csv", "trainer.pl.max_epochs=60", "trainer.checkpoint_every_n_steps=2",
+                 f"paths.checkpoint_dir={ckpt}", "seed=3"]
+    first = _start(tmp_path / "a", overrides, env)
+    _kill_when(first, lambda: any(ckpt.glob("*/train/last.ckpt")), "a checkpoint")
+    _finish(_start(tmp_path / "b", [f"resume={tmp_path / 'a'}", "task=gsm_symbolic", "logger=csv"], env))
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["task"] == "chain_sum" and results["seed"] == 3 and results["resumed_from"] == str(tmp_path / "a")
+    assert results["train_steps"] == 60 * 4
+    done = subprocess.run([*TRAIN, f"hydra.run.dir={tmp_path / 'c'}", f"resume={tmp_path / 'b'}"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "finished" in done.stdout + done.stderr and "Traceback" not in done.stderr
