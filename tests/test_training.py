@@ -70,14 +70,42 @@ def test_causal_encoding_masks_the_prompt_and_ends_with_eos():
     assert student.tokenizer.decode(ids[prompt_len:-1]) == " 1 + 2 = 3. The answer is 3."
 
 
-def test_truncation_keeps_the_target():
+def test_truncation_cuts_the_prompt_then_the_rationale_middle_never_the_answer():
     student = tiny_student()
-    encoder = Encoder(student.tokenizer, True, 24)
-    target = " 1 + 2 = 3. The answer is 3."
-    ids, labels = encoder.encode("Question: " + "a long preamble " * 20 + "What is 1 + 2?\nAnswer:", target)
-    assert len(ids) == 24
-    kept = [t for t in labels if t != IGNORE_INDEX]
-    assert student.tokenizer.decode(kept[:-1]) == target
+    task = chain_task()
+    rationale = " ".join(f"{i} + 1 = {i + 1}." for i in range(30))
+    target = task.target(rationale, "31")
+    keep = task.answer_tail(target, "31")
+    assert target[len(target) - keep:] == "The answer is 31."
+    prompt = "Question: " + "a long preamble " * 20 + "What is 1 + 2?\nAnswer:"
+    encoder = Encoder(student.tokenizer, True, 48)
+    ids, labels = encoder.encode(prompt, target, keep_tail=keep)
+    assert len(ids) == 48
+    learnt = student.tokenizer.decode([t for t in labels if t != IGNORE_INDEX][:-1])
+    assert learnt.endswith("The answer is 31.") and learnt.startswith(" 0 + 1 = 1.")
+    assert labels[-1] == student.tokenizer.eos_token_id
+    assert sum(t == IGNORE_INDEX for t in labels) == 16  # the end of the prompt, where the question is
+    assert student.tokenizer.decode(ids[:16]).endswith("What is 1 + 2?\nAnswer:")
+    # without a protected tail the old failure returns: the answer is what a plain cut loses
+    plain = student.tokenizer.decode([t for t in encoder.encode(prompt, target)[1] if t != IGNORE_INDEX])
+    assert "The answer is 31" not in plain
+
+
+def test_max_length_auto_fits_the_data_and_drop_leaves_out_what_does_not_fit():
+    student = tiny_student()
+    recs = records(6)
+    recs.append(TrainRecord("long", "Question: What is 1 + 1?\nAnswer:", " 1 + 1 = 2." * 60 + " The answer is 2.",
+                            keep_tail=len("The answer is 2.")))
+    auto = DistillDataModule(recs, [], Encoder(student.tokenizer, True, None), 2, 2)
+    longest = max(auto.encoder.length(r.prompt, r.target) for r in recs)
+    assert auto.lengths == {"max_length": -(-longest // 8) * 8, "truncated_examples": 0, "truncated_share": 0.0,
+                            "dropped_too_long": 0}
+    capped = DistillDataModule(recs, [], Encoder(student.tokenizer, True, None), 2, 2, max_length_cap=128)
+    assert capped.lengths["max_length"] == 128 and capped.lengths["truncated_examples"] == 1
+    assert len(capped.records) == 7 and capped.lengths["truncated_share"] == round(1 / 7, 4)
+    dropped = DistillDataModule(recs, [], Encoder(student.tokenizer, True, 128, truncation="drop"), 2, 2)
+    assert dropped.lengths["dropped_too_long"] == 1 and len(dropped.records) == 6
+    assert "long" not in {r.id for r in dropped.records}
 
 
 def test_seq2seq_batches_have_separate_labels():

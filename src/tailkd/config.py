@@ -26,7 +26,10 @@ def validate(cfg: DictConfig) -> None:
         (cfg.trainer.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1 (got {cfg.trainer.eval_batch_size})"),
         (cfg.trainer.lr > 0, f"trainer.lr must be positive (got {cfg.trainer.lr})"),
         (0 <= cfg.trainer.warmup_ratio < 1, f"trainer.warmup_ratio must be in [0, 1) (got {cfg.trainer.warmup_ratio})"),
-        (cfg.student.max_length >= 16, f"student.max_length must be >= 16 (got {cfg.student.max_length})"),
+        (str(cfg.student.max_length) == "auto" or (isinstance(cfg.student.max_length, int) and cfg.student.max_length >= 16),
+         f"student.max_length must be auto or a number >= 16 (got {cfg.student.max_length})"),
+        (cfg.student.get("truncation", "keep_answer") in ("keep_answer", "drop"),
+         f"student.truncation must be keep_answer or drop (got {cfg.student.get('truncation')})"),
         (cfg.task.max_new_tokens >= 1, f"task.max_new_tokens must be >= 1 (got {cfg.task.max_new_tokens})"),
     ]
     every = cfg.trainer.get("checkpoint_every_n_steps")

@@ -48,16 +48,19 @@ def records_from_annotations(
             continue
         prompt = task.prompt(questions[a.example_id])
         full_target = task.target(a.rationale, a.answer)
+        answer_only = task.answer_target(a.answer)
         if multitask:
             records.append(TrainRecord(
                 a.example_id,
-                multitask["label_prefix"] + prompt, task.answer_target(a.answer),
-                weight=weight, aux_prompt=multitask["rationale_prefix"] + prompt, aux_target=full_target,
+                multitask["label_prefix"] + prompt, answer_only, weight=weight,
+                aux_prompt=multitask["rationale_prefix"] + prompt, aux_target=full_target,
+                keep_tail=len(answer_only), aux_keep_tail=task.answer_tail(full_target, a.answer),
             ))
+        elif target == "rationale":
+            records.append(TrainRecord(a.example_id, prompt, full_target, weight,
+                                       keep_tail=task.answer_tail(full_target, a.answer)))
         else:
-            records.append(TrainRecord(
-                a.example_id, prompt, full_target if target == "rationale" else task.answer_target(a.answer), weight
-            ))
+            records.append(TrainRecord(a.example_id, prompt, answer_only, weight, keep_tail=len(answer_only)))
     unparsed = sum(a.parse_failed for a in annotations)
     if unparsed:
         log.warning("%d teacher annotations had no parseable answer and are not trained on", unparsed)
@@ -100,14 +103,15 @@ class Finetune:
         accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
         P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
         fitted = checkpoints.fit("train", trainer, module, datamodule)
-        datamodule.encoder.report_truncation()
+        module.stop = P.stop_strings(data, datamodule.records)
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
         P.write_jsonl(run_dir / "predictions.jsonl", predictions)
 
         results = P.results_base(cfg, data, self.name, annotations, spend, steps=fitted.steps, trainer=trainer,
                                  started=started, checkpoints=checkpoints)
         results.update(test_accuracy=accuracy, test_accuracy_before=accuracy_before,
-                       num_test_examples=len(predictions), num_train_examples=len(records))
+                       num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
+                       stop_strings=module.stop, **datamodule.lengths)
         P.keep_student(cfg, student, run_dir, results)
         P.finish_logging(loggers, results)
         checkpoints.finish()

@@ -42,10 +42,25 @@ def build_student(cfg: DictConfig, data: TaskData) -> Student:
 
 
 def make_datamodule(cfg: DictConfig, records: list[TrainRecord], data: TaskData, student: Student):
-    encoder = Encoder(student.tokenizer, student.is_causal, cfg.student.max_length)
+    """Training batches of ``records``; ``student.max_length=auto`` fits the longest of them (up to
+    ``student.max_length_cap``), and ``datamodule.lengths`` says how many had to be cut or dropped."""
+    max_length = cfg.student.get("max_length", "auto")
+    encoder = Encoder(student.tokenizer, student.is_causal, None if str(max_length) == "auto" else int(max_length),
+                      truncation=cfg.student.get("truncation", "keep_answer"))
     return DistillDataModule(
-        records, data.test, encoder, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, seed=int(cfg.seed)
+        records, data.test, encoder, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, seed=int(cfg.seed),
+        max_length_cap=int(cfg.student.get("max_length_cap", 1024)),
     )
+
+
+def stop_strings(data: TaskData, records: list[TrainRecord]) -> list[str]:
+    """``task.until`` without any stop string found inside a target the student is taught, said once."""
+    targets = [t for r in records for _, t, _ in r.pairs()]
+    stops = data.task.safe_stops(targets)
+    dropped = [s for s in data.task.until if s not in stops]
+    if dropped:
+        log.warning("task.until %s occur inside training targets: generation will not stop at them", dropped)
+    return stops
 
 
 def make_module(cfg: DictConfig, student: Student, data: TaskData, **method_kwargs) -> DistillModule:

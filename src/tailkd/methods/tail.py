@@ -63,7 +63,6 @@ class Tail:
         budget = Budget.from_cfg(cfg.budget)
         planned = budget.queries_for_pool(len(order))
         examples = P.examples_by_id(data.train)
-        decoding = Decoding(data.task.max_new_tokens, tuple(cfg.task.get("until") or []), cfg.trainer.eval_batch_size)
 
         student = P.build_student(cfg, data)
         initial_state = copy.deepcopy(student.model.state_dict()) if self.stage2 == "restart" else None
@@ -83,7 +82,9 @@ class Tail:
         if warm_records:
             module.log_prefix = "warmup/"
             warm_steps = checkpoints.fit("warmup", trainer, module, datamodule).steps
+            module.stop = P.stop_strings(data, datamodule.records)
             accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
+        decoding = Decoding(data.task.max_new_tokens, tuple(module.stop), cfg.trainer.eval_batch_size)
 
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
         bought = {a.example_id for a in warm}
@@ -105,7 +106,7 @@ class Tail:
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
         module.log_prefix = ""
         main = checkpoints.fit("main", trainer, module, datamodule)
-        datamodule.encoder.report_truncation()
+        module.stop = P.stop_strings(data, datamodule.records)
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
         P.write_jsonl(run_dir / "predictions.jsonl", predictions)
 
@@ -113,7 +114,8 @@ class Tail:
                                  trainer=trainer, started=started, checkpoints=checkpoints)
         results.update(
             test_accuracy=accuracy, test_accuracy_before=accuracy_before, test_accuracy_warmup=accuracy_warmup,
-            num_test_examples=len(predictions), num_train_examples=len(records),
+            num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
+            stop_strings=module.stop, **datamodule.lengths,
             warmup_examples=len(warm_records), warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps,
             stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary,
         )

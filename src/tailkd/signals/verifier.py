@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from tailkd.signals.ta import Scored, TAScore
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?"
-_EQUATION = re.compile(rf"((?:{_NUM}\s*[-+*/x×]\s*)+{_NUM})\s*=\s*({_NUM})")
+_EQUATION = re.compile(rf"((?:{_NUM}\s*[-+*/x×·÷]\s*)+{_NUM})\s*=\s*({_NUM})")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def _evaluate(expression: str) -> float | None:
-    cleaned = expression.replace(",", "").replace("×", "*").replace("x", "*")
+    cleaned = expression.replace(",", "").replace("×", "*").replace("·", "*").replace("÷", "/").replace("x", "*")
     try:
         tree = ast.parse(cleaned, mode="eval").body
     except SyntaxError:

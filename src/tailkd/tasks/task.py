@@ -16,6 +16,7 @@ import jinja2
 
 from tailkd.errors import ConfigError, DataError
 from tailkd.tasks.answers import AnswerExtractor
+from tailkd.tasks.rationale import clean_rationale
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Task:
             answer.get("type", "number"), answer.get("pattern"), answer.get("fallback", True)
         )
         self.max_new_tokens: int = int(cfg.get("max_new_tokens", 128))
+        self.clean_rationales: bool = bool(cfg.get("clean_rationale", True))
+        self.until: list[str] = list(cfg.get("until") or [])
 
     # -- reading rows ------------------------------------------------------------------------------
     def example_from_row(self, row: Mapping[str, Any], default_id: str, where: str) -> Example:
@@ -135,10 +138,25 @@ class Task:
         return self._t["prompt"].render(question=example.question)
 
     def target(self, rationale: str | None, answer: str) -> str:
-        """Rationale then answer; with no rationale, the answer alone (``answer_target``)."""
-        if rationale:
+        """Rationale then answer; with no rationale, the answer alone (``answer_target``). The rationale
+        is learnt as :func:`clean_rationale` writes it unless ``clean_rationale: false``."""
+        if rationale and self.clean_rationales:
+            rationale = clean_rationale(rationale)
+        if rationale and rationale.strip():
             return self._t["target"].render(rationale=rationale.strip(), answer=answer)
         return self.answer_target(answer)
+
+    def answer_tail(self, target: str, answer: str) -> int:
+        """How many characters at the end of ``target`` state the answer (its answer sentence): what a
+        truncation must keep. 0 if the target does not end with it."""
+        sentence = self.answer_target(answer).strip()
+        at = target.rfind(sentence)
+        return len(target) - at if at >= 0 and not target[at + len(sentence):].strip() else 0
+
+    def safe_stops(self, targets: list[str]) -> list[str]:
+        """``until`` without the stop strings that occur inside a target the student learns: a stop rule
+        must never cut off a rationale it was taught to write."""
+        return [s for s in self.until if not any(s in t for t in targets)]
 
     def answer_target(self, answer: str) -> str:
         template = self._t["answer_target"] or _ENV.from_string("The answer is {{ answer }}.")

@@ -19,12 +19,18 @@ from tailkd.training.loss import IGNORE_INDEX, normalise_weights
 log = logging.getLogger(__name__)
 
 
+TRUNCATIONS = ("keep_answer", "drop")
+MIN_PROMPT_TOKENS = 16  # what a decoder keeps of a prompt cut to fit: its end, where the question is
+
+
 @dataclass
 class TrainRecord:
     """One training example: what the student reads, what it learns to write, and how much it counts.
 
     ``aux_prompt``/``aux_target`` hold a second task on the same question (distilling step-by-step's
-    rationale task); its loss joins the example's loss before weighting.
+    rationale task); its loss joins the example's loss before weighting. ``keep_tail`` (and
+    ``aux_keep_tail``) is how many characters at the end of the target state the answer: a sequence
+    cut to fit ``student.max_length`` never loses them.
     """
 
     id: str
@@ -33,43 +39,71 @@ class TrainRecord:
     weight: float = 1.0
     aux_prompt: str | None = None
     aux_target: str | None = None
+    keep_tail: int = 0
+    aux_keep_tail: int = 0
+
+    def pairs(self) -> list[tuple[str, str, int]]:
+        out = [(self.prompt, self.target, self.keep_tail)]
+        if self.aux_target is not None:
+            out.append((self.aux_prompt or "", self.aux_target, self.aux_keep_tail))
+        return out
 
 
 class Encoder:
-    """Tokenises (prompt, target) pairs: loss on the target only, the prompt kept whole where possible."""
+    """Tokenises (prompt, target) pairs: loss on the target only.
 
-    def __init__(self, tokenizer, is_causal: bool, max_length: int):
+    A pair longer than ``max_length`` (``truncation=keep_answer``) loses the start of its prompt first
+    (down to its last :data:`MIN_PROMPT_TOKENS` tokens, where the question is), then the middle of its
+    target: the target's beginning and its answer sentence and end-of-sequence token always stay, so a
+    student is never taught a rationale that stops before its answer. ``truncation=drop`` leaves such
+    pairs out of training instead (the data module counts them). ``max_length=None`` is chosen by the
+    data module from the training set (``student.max_length=auto``)."""
+
+    def __init__(self, tokenizer, is_causal: bool, max_length: int | None, truncation: str = "keep_answer"):
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"student.truncation={truncation!r} is unknown; choose one of {list(TRUNCATIONS)}")
         self.tokenizer = tokenizer
         self.is_causal = is_causal
-        self.max_length = int(max_length)
-        self._truncated = 0
+        self.max_length = int(max_length) if max_length is not None else None
+        self.truncation = truncation
 
     def _ids(self, text: str, special: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def encode(self, prompt: str, target: str) -> tuple[list[int], list[int]]:
-        """(input_ids, labels); decoder-only: one sequence with the prompt masked out of the labels."""
-        prompt_ids = self._ids(prompt, special=True)
-        target_ids = self._ids(target, special=False)
+    def _target(self, target: str, keep_tail: int) -> tuple[list[int], int]:
+        """The target's ids with EOS, and how many ids at its end must survive a cut (answer and EOS)."""
+        encoded = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=bool(keep_tail))
+        ids = list(encoded["input_ids"])
+        cut = len(target) - keep_tail
+        tail = sum(1 for _, end in encoded["offset_mapping"] if end > cut) if keep_tail else 0
         eos = self.tokenizer.eos_token_id
-        if not target_ids or target_ids[-1] != eos:
-            target_ids = target_ids + [eos]
+        if not ids or ids[-1] != eos:
+            ids.append(eos)
+            tail += 1
+        return ids, max(tail, 1)
+
+    def length(self, prompt: str, target: str) -> int:
+        """Tokens the pair needs: prompt + target for a decoder, the longer side for an encoder-decoder."""
+        p, t = len(self._ids(prompt, special=True)), len(self._target(target, 0)[0])
+        return p + t if self.is_causal else max(p, t)
+
+    def encode(self, prompt: str, target: str, keep_tail: int = 0) -> tuple[list[int], list[int]]:
+        """(input_ids, labels); decoder-only: one sequence with the prompt masked out of the labels."""
+        assert self.max_length is not None, "the data module sets max_length before encoding"
+        prompt_ids = self._ids(prompt, special=True)
+        target_ids, tail = self._target(target, keep_tail)
+        limit = self.max_length
         if not self.is_causal:
-            if len(prompt_ids) > self.max_length or len(target_ids) > self.max_length:
-                self._truncated += 1
-            return prompt_ids[-self.max_length:], target_ids[: self.max_length]
-        overflow = len(prompt_ids) + len(target_ids) - self.max_length
-        if overflow > 0:
-            self._truncated += 1
-            # drop the start of the prompt first: the end of the prompt and the target matter most
-            keep = max(len(prompt_ids) - overflow, min(len(prompt_ids), 8))
+            return prompt_ids[-limit:], _head_and_tail(target_ids, tail, limit)
+        if len(prompt_ids) + len(target_ids) > limit:
+            keep = max(min(len(prompt_ids), MIN_PROMPT_TOKENS), limit - len(target_ids))
             prompt_ids = prompt_ids[len(prompt_ids) - keep:]
-            target_ids = target_ids[: self.max_length - len(prompt_ids)]
+            target_ids = _head_and_tail(target_ids, tail, limit - len(prompt_ids))
         ids = prompt_ids + target_ids
         return ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
 
-    def collate(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        encoded = [self.encode(p, t) for p, t in pairs]
+    def collate(self, pairs: Sequence[tuple[str, str, int]]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(*pair) for pair in pairs]
         pad = self.tokenizer.pad_token_id
         if self.is_causal:
             length = max(len(ids) for ids, _ in encoded)
@@ -96,16 +130,29 @@ class Encoder:
         batch: dict[str, Any] = {
             "ids": [r.id for r in records],
             "weight": torch.tensor([r.weight for r in records], dtype=torch.float32),
-            "main": self.collate([(r.prompt, r.target) for r in records]),
+            "main": self.collate([(r.prompt, r.target, r.keep_tail) for r in records]),
         }
         if records[0].aux_target is not None:
-            batch["aux"] = self.collate([(r.aux_prompt, r.aux_target) for r in records])
+            batch["aux"] = self.collate([(r.aux_prompt, r.aux_target, r.aux_keep_tail) for r in records])
         return batch
 
-    def report_truncation(self) -> None:
-        if self._truncated:
-            log.warning("%d sequences were truncated to student.max_length=%d", self._truncated, self.max_length)
-            self._truncated = 0
+
+def _head_and_tail(ids: list[int], tail: int, room: int) -> list[int]:
+    """``ids`` cut to ``room``: its beginning and its last ``tail`` ids (the middle goes)."""
+    if len(ids) <= room:
+        return ids
+    tail = min(tail, room)
+    return ids[: room - tail] + ids[len(ids) - tail:]
+
+
+def fit_lengths(records: Sequence[TrainRecord], encoder: Encoder, cap: int) -> dict[str, Any]:
+    """Sets ``encoder.max_length`` when it is ``auto`` (the longest training pair, rounded up to a
+    multiple of 8, at most ``cap``: batches pad to their own longest, so a generous limit costs
+    nothing) and says which records exceed it: ``{"max_length", "too_long": [bool per record]}``."""
+    lengths = [max(encoder.length(p, t) for p, t, _ in r.pairs()) for r in records]
+    if encoder.max_length is None:
+        encoder.max_length = min(int(cap), -(-max(lengths, default=16) // 8) * 8)
+    return {"max_length": encoder.max_length, "too_long": [n > encoder.max_length for n in lengths]}
 
 
 class ExampleBatch:
@@ -162,10 +209,24 @@ class DistillDataModule(pl.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int = 0,
+        max_length_cap: int = 1024,
     ):
         super().__init__()
         if not records:
             raise ValueError("no training records: the teacher budget bought nothing usable")
+        fitted = fit_lengths(records, encoder, max_length_cap)
+        too_long = fitted["too_long"]
+        self.lengths = {"max_length": fitted["max_length"], "truncated_examples": sum(too_long),
+                        "truncated_share": round(sum(too_long) / len(records), 4), "dropped_too_long": 0}
+        if any(too_long):
+            verb = "are left out" if encoder.truncation == "drop" else "lose prompt and rationale tokens, never their answer"
+            log.warning("%d of %d training sequences exceed student.max_length=%d and %s", sum(too_long),
+                        len(records), encoder.max_length, verb)
+        if encoder.truncation == "drop":
+            records = [r for r, long in zip(records, too_long) if not long]
+            self.lengths["dropped_too_long"] = sum(too_long)
+            if not records:
+                raise ValueError(f"every training sequence exceeds student.max_length={encoder.max_length}")
         weights = normalise_weights([r.weight for r in records])
         self.records = [TrainRecord(**{**r.__dict__, "weight": w}) for r, w in zip(records, weights)]
         self.test_examples = list(test_examples)
