@@ -28,8 +28,14 @@ ALL_FAULTS = ("429", "500", "503", "bad_json", "no_choices", "stall")
 _CHAIN = re.compile(r"What is (\d+(?:\s*[-+]\s*\d+)+)\s*\?")
 
 
-def answer(prompt: str) -> str:
-    """The teacher's text: a worked chain sum, else a fixed guess."""
+def answer(prompt: str, salt: int = 0) -> str:
+    """The teacher's text: asked to write a new question (ARTE's drafting), a new chain sum; else a
+    worked chain sum, else a fixed guess."""
+    if "Write one new question" in prompt:
+        rng = random.Random(f"{prompt}:{salt}")
+        terms = [str(rng.randint(1, 60)) for _ in range(rng.randint(2, 3))]
+        expression = terms[0] + "".join(f" {rng.choice('+-')} {t}" for t in terms[1:])
+        return f"Question: What is {expression}?"
     match = _CHAIN.search(prompt)
     if not match:
         return "Let me think about this step by step. The answer is 42."
@@ -149,7 +155,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 extra = {"Retry-After": str(server.retry_after_s)} if fault == "429" else {}
                 return self._send(int(fault), {"error": {"message": message, "type": "fake"}}, extra)
             prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
-            text = answer(prompt)
+            text = answer(prompt, salt=server.count)
             usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             self._send(200, {

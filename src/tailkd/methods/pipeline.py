@@ -212,6 +212,13 @@ def inference_precision(cfg: DictConfig, student: Student):
     return torch.autocast(student.model.device.type, dtype=dtype)
 
 
+def log_table(loggers, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table to W&B (the JSON Lines files in the run folder hold the same for the CSV logger)."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and rows:
+            logger.log_table(key=key, columns=columns, data=rows)
+
+
 def log_signals(loggers, rows: Sequence[dict[str, Any]]) -> None:
     """The per-example signal table and weight histogram, to W&B (the CSV gets signals.jsonl instead)."""
     for logger in loggers:

@@ -135,7 +135,11 @@ class Task:
 
     # -- what the student reads and writes ---------------------------------------------------------
     def prompt(self, example: Example) -> str:
-        return self._t["prompt"].render(question=example.question)
+        return self.prompt_for(example.question)
+
+    def prompt_for(self, question: str) -> str:
+        """What the student reads for a question given as text (a drafted one has no Example)."""
+        return self._t["prompt"].render(question=question)
 
     def target(self, rationale: str | None, answer: str) -> str:
         """Rationale then answer; with no rationale, the answer alone (``answer_target``). The rationale

@@ -3,11 +3,12 @@ retries and the ledger, once for every backend."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -113,19 +114,54 @@ class Collector:
         self._sleep = sleep
         self._rng = random.Random(0)
         self._failures = 0
-        self._identity = getattr(backend, "identity", backend.model)
         self._fatal: str | None = None
         self.claim_lease_s = float(claim_lease_s)  # longer than any request with its retries takes
         self.poll_s = float(poll_s)
 
     # -- requests ----------------------------------------------------------------------------------
-    def requests_for(self, example: Example) -> list[TeacherRequest]:
+    def prompt_text(self, question: str) -> str:
+        """``teacher.prompt`` for ``question``: the user message a question is asked with."""
         try:
-            user = self._prompt.render(question=example.question)
+            return self._prompt.render(question=question)
         except jinja2.TemplateError as err:
             raise ConfigError(f"teacher.prompt does not render: {err}") from err
+
+    def requests_for(self, example: Example) -> list[TeacherRequest]:
+        user = self.prompt_text(example.question)
+        return [self.request(example.id, user, sample_index=i) for i in range(self.n_samples)]
+
+    def request(self, request_id: str, user: str, sample_index: int = 0, **params: Any) -> TeacherRequest:
+        """A request with the user message ``user`` (after the system prompt, if any) and the teacher's
+        decoding parameters, ``params`` overriding them (a drafting temperature, say)."""
         messages = ((("system", self.system_prompt),) if self.system_prompt else ()) + (("user", user),)
-        return [TeacherRequest(example.id, messages, self.params, i) for i in range(self.n_samples)]
+        merged = tuple(sorted({**dict(self.params), **params}.items())) if params else self.params
+        return TeacherRequest(request_id, messages, merged, sample_index)
+
+    def rendered(self, user: str) -> str:
+        """The text the model reads for a request with user message ``user`` (a local model applies its
+        chat template): DPO's prompt must be what generation sees."""
+        request = self.request("rendered", user)
+        render = getattr(self.backend, "render_prompt", None)
+        return render(request) if render is not None else request.prompt
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Ledger entries recorded in the block carry ``phase=name`` (spend per phase in results.json)."""
+        previous, self.ledger.phase = self.ledger.phase, name
+        try:
+            yield
+        finally:
+            self.ledger.phase = previous
+
+    @property
+    def _identity(self) -> str:
+        """What the cache keys name: read each time, since a backend's weights can change (an adapter)."""
+        return getattr(self.backend, "identity", self.backend.model)
+
+    def buy(self, requests: Sequence[TeacherRequest], budget: Budget | None = None) -> list[Annotation]:
+        """Annotations for ``requests`` (any prompts: drafting, revision), bought in order until the
+        budget runs out, exactly like :meth:`collect`'s."""
+        return self._run(list(requests), budget or self.budget, pool=False)
 
     def _worst_case(self, request: TeacherRequest) -> Spend:
         bound = getattr(self.backend, "bound", None)
@@ -142,10 +178,15 @@ class Collector:
         """Annotations for the questions in ``order``, bought in that order until the budget (the
         collector's, or ``budget`` for this call) or the questions run out. Failed questions are
         skipped (and logged), so the next one is bought."""
-        budget = budget or self.budget
         self.backend.prepare(self.task, order)
-        planned = budget.queries_for_pool(len(order) * self.n_samples)
-        queue = deque(enumerate(r for e in order for r in self.requests_for(e)))
+        return self._run([r for e in order for r in self.requests_for(e)], budget or self.budget)
+
+    def _run(self, requests: list[TeacherRequest], budget: Budget, pool: bool = True) -> list[Annotation]:
+        if pool:  # a training pool: a budget larger than it is worth a warning
+            planned = budget.queries_for_pool(len(requests))
+        else:
+            planned = min(len(requests), budget.max_queries) if budget.max_queries is not None else len(requests)
+        queue = deque(enumerate(requests))
         guard = BudgetGuard(budget)
         results: dict[int, Annotation] = {}
         in_flight: dict[Future, list[tuple[int, TeacherRequest, Spend]]] = {}

@@ -23,7 +23,7 @@ from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, T
 log = logging.getLogger(__name__)
 
 ARCHS = ("causal", "seq2seq")
-SOURCES = ("hub", "embedded")
+SOURCES = ("hub", "embedded", "tiny")  # tiny: a random model for smoke runs and tests
 
 
 def _default_cache_dir() -> Path:
@@ -153,7 +153,7 @@ class HFLocalBackend:
     CPU and CUDA generators draw different streams.
 
     Token counts are the tokenizer's: the prompt as fed to the model (special tokens included) and
-    the returned text (without special tokens).
+    the returned text (without special tokens), at most the request's max_tokens.
     """
 
     name = "hf_local"
@@ -162,6 +162,9 @@ class HFLocalBackend:
 
     def __init__(self, cfg: Mapping[str, Any], *, cache_dir: Path | None = None):
         pretrained = cfg.get("pretrained")
+        if cfg.get("source") == "tiny":
+            pretrained = f"tiny-init{int(cfg.get('init_seed', 0))}"
+            self._tiny = {k: cfg.get(k) for k in ("vocab_size", "size", "init_seed") if cfg.get(k) is not None}
         if pretrained is None or not str(pretrained).strip():
             raise ConfigError("teacher.pretrained is required for backend hf_local: a hub id, a local folder "
                               "or an embedded model name")
@@ -200,6 +203,7 @@ class HFLocalBackend:
                          f"|device={device_kind}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._student: Student | None = None
+        self._texts: list[str] = []  # a tiny teacher's tokenizer is trained on the task's texts
         self._lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -218,10 +222,10 @@ class HFLocalBackend:
             raise ConfigError(f"teacher.pretrained={self.pretrained!r}: no such folder")
         location = str(Path(self.pretrained).expanduser()) if _looks_like_path(self.pretrained) else self.pretrained
         cfg = {"name": self.model, "arch": self.arch, "source": self.source, "pretrained": location,
-               "dtype": self.dtype, "lora": {"enabled": False}}
+               "dtype": self.dtype, "lora": {"enabled": False}, **getattr(self, "_tiny", {})}
         log.info("Loading teacher %s (%s) from %s", self.model, self.source, location)
         try:
-            student = load_student(cfg, self.cache_dir or _default_cache_dir())
+            student = load_student(cfg, self.cache_dir or _default_cache_dir(), self._texts)
         except (ConfigError, OSError, ValueError) as err:
             # load_student words its errors for students; say which teacher and which setting instead
             cause = err.__cause__ if isinstance(err, ConfigError) and err.__cause__ is not None else err
@@ -240,7 +244,18 @@ class HFLocalBackend:
     def _resolved_device(self) -> str:
         return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
+    def use_adapter(self, model: torch.nn.Module, fingerprint: str) -> None:
+        """Generate with ``model`` (the teacher with a trained adapter) from now on; the cache identity
+        names the adapter, so its answers never pass for the base teacher's."""
+        model.eval()
+        self.student.model = model
+        self.identity = f"{self.identity.split('|adapter=')[0]}|adapter={fingerprint}"
+
     def prepare(self, task: Any, examples: Sequence[Any]) -> None:
+        if self._student is None and self.source == "tiny" and task is not None:
+            self._texts = [task.prompt(e) + task.target(e.rationale, e.answer) for e in examples]
+            digest = hashlib.sha256("\n".join(self._texts).encode()).hexdigest()[:12]
+            self.identity += f"|tokenizer={digest}"  # its vocabulary comes from these texts
         self.student  # noqa: B018 -- loads the model now rather than inside the first batch
 
     # -- prompts ---------------------------------------------------------------------------------
@@ -303,7 +318,9 @@ class HFLocalBackend:
                     results[i] = Completion(
                         text=text,
                         input_tokens=self.count_tokens(prompt, special=True),
-                        output_tokens=self.count_tokens(text, special=False),
+                        # re-tokenising decoded text can count more tokens than were generated (a byte-level
+                        # BPE does not round-trip arbitrary ids): never more than the limit sent
+                        output_tokens=min(self.count_tokens(text, special=False), row.max_new_tokens),
                         model=self.model,
                         meta=meta,
                     )

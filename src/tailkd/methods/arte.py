@@ -1,0 +1,279 @@
+"""ARTE, Aligning TeacheR with StudenT PreferencEs (Liu et al., 2024), as one recipe.
+
+1. Draft questions: the teacher writes new questions from ``seed_questions`` training questions per
+   prompt (temperature ``question_temperature``) until ``num_questions`` distinct ones exist.
+2. Draft rationales: one per question under each of the ``strategies`` prompts.
+3. Student preferences: a rationale's score is the student's one-shot accuracy on the preference set
+   with (question, rationale) as its only demonstration; a question's score is the mean of its
+   rationales'.
+4. Align the teacher: ``align=dpo`` trains a LoRA adapter on the local teacher with DPO on question
+   pairs (top vs bottom quartile) and rationale pairs (best vs worst per question, under the plain
+   prompt); ``align=select`` (any teacher, API ones included) keeps the unaligned teacher and writes
+   the tailored data under the strategy the student preferred.
+5. Tailored data: the (aligned) teacher writes new questions and a rationale for each with what is
+   left of the budget.
+6. The student is fine-tuned on the tailored data (and, ``train_on_drafts=best``, each drafted
+   question's best rationale) and evaluated on the test split like every method.
+Every teacher call is in one ledger under one budget; ``results.json`` splits the spend by phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from tailkd.errors import ConfigError
+from tailkd.methods import pipeline as P
+from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
+from tailkd.teachers import Budget
+from tailkd.teachers.drafting import DraftQuestion, DraftRationale, draft_questions, draft_rationales
+from tailkd.training import TrainRecord
+
+log = logging.getLogger(__name__)
+
+ALIGNS = ("dpo", "select")
+DRAFT_TRAINING = ("best", "none")
+
+
+class Arte:
+    def __init__(self, name: str = "arte", align: str = "dpo", seed_questions: int = 3, num_questions: int = 250,
+                 strategies: Sequence[str] = ("Let's think step by step.",), question_prompt: str = "",
+                 rationale_prompt: str = "", question_temperature: float = 1.0, rationale_temperature: float = 0.7,
+                 dedup_threshold: float = 0.8, preference_size: int = 40, preference_selection: str = "varied",
+                 preference_candidates: int = 120, preference_probes: int = 4, question_quartile: float = 0.25,
+                 train_on_drafts: str = "best", max_tailored: int = 1000, draft_share: float = 0.5,
+                 dpo: Mapping[str, Any] | None = None):
+        checks = [
+            (align in ALIGNS, f"method.align={align!r} is unknown; choose one of {list(ALIGNS)}"),
+            (train_on_drafts in DRAFT_TRAINING, f"method.train_on_drafts={train_on_drafts!r}: choose one of {list(DRAFT_TRAINING)}"),
+            (len(strategies) >= 2, "method.strategies needs at least two reasoning-strategy prompts (rationale pairs need two)"),
+            (seed_questions >= 1 and num_questions >= 4, "method.seed_questions must be >= 1 and method.num_questions >= 4"),
+            (preference_size >= 1, f"method.preference_size must be >= 1 (got {preference_size})"),
+            (0 < question_quartile <= 0.5, f"method.question_quartile must be in (0, 0.5] (got {question_quartile})"),
+            (0 < draft_share < 1, f"method.draft_share must be in (0, 1) (got {draft_share})"),
+            (bool(question_prompt) and bool(rationale_prompt), "method.question_prompt and method.rationale_prompt are required"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.name, self.align = name, align
+        self.seed_questions, self.num_questions = int(seed_questions), int(num_questions)
+        self.strategies = list(strategies)
+        self.question_prompt, self.rationale_prompt = question_prompt, rationale_prompt
+        self.question_temperature, self.rationale_temperature = float(question_temperature), float(rationale_temperature)
+        self.dedup_threshold = float(dedup_threshold)
+        self.preference_size, self.preference_selection = int(preference_size), preference_selection
+        self.preference_candidates, self.preference_probes = int(preference_candidates), int(preference_probes)
+        self.question_quartile = float(question_quartile)
+        self.train_on_drafts, self.max_tailored = train_on_drafts, int(max_tailored)
+        self.draft_share = float(draft_share)
+        self.dpo = dict(dpo or {})
+
+    def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        started = time.time()
+        if self.align == "dpo" and cfg.teacher.backend != "hf_local":
+            raise ConfigError(f"method.align=dpo trains the teacher, which needs a local model (teacher=hf_local); "
+                              f"teacher={cfg.teacher.backend} cannot be trained: use method.align=select")
+        if cfg.teacher.backend in ("simulated", "recorded"):
+            raise ConfigError(f"method=arte needs a teacher that writes new questions (openai or hf_local); "
+                              f"teacher={cfg.teacher.backend} only answers known ones")
+        data = P.load_data(cfg)
+        collector = P.make_collector(cfg, data, run_dir)
+        collector.backend.prepare(data.task, data.train)
+        budget = Budget.from_cfg(cfg.budget)
+        rng = random.Random(int(cfg.seed))
+        student = P.build_student(cfg, data)
+        module = P.make_module(cfg, student, data)
+        trainer, loggers = P.make_trainer(cfg, run_dir)
+        checkpoints = P.checkpoints(cfg, run_dir)
+        stop = data.task.until
+
+        def left(cap: Budget = budget) -> Budget:
+            return cap.minus(collector.ledger.spent())
+
+        # 1-2. drafts, within draft_share of the budget: questions, then a rationale under each strategy
+        # (at most as many questions as can each get all their rationales)
+        drafting = budget.scaled(self.draft_share)
+        wanted = self.num_questions
+        if drafting.max_queries is not None:
+            wanted = min(wanted, drafting.max_queries // (1 + len(self.strategies)))
+        with collector.phase("draft_questions"):
+            drafts, counts = draft_questions(
+                collector, data.train, data.test, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
+                template=self.question_prompt, temperature=self.question_temperature, rng=rng,
+                threshold=self.dedup_threshold, id_prefix="arte-draft-", budget=lambda: left(drafting))
+        with collector.phase("draft_rationales"):
+            draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
+                             temperature=self.rationale_temperature, budget=left(drafting))
+
+        # 3. the student's preferences
+        demos = [(d, r) for d in drafts for r in d.rationales]
+        with P.inference(cfg, student, trainer):
+            candidates = shuffled(data.train, int(cfg.seed))[: max(self.preference_candidates, self.preference_size)]
+            probes = [self._demo(data.task, d, r) for d, r in rng.sample(demos, min(self.preference_probes, len(demos)))]
+            prefs = preference_set(student, data.task, candidates, probes, size=self.preference_size,
+                                   selection=self.preference_selection, batch_size=cfg.trainer.eval_batch_size, stop=stop)
+            scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in demos], prefs,
+                                     batch_size=cfg.trainer.eval_batch_size, stop=stop)
+        for (_, rationale), score in zip(demos, scores):
+            rationale.preference = score
+        P.write_jsonl(run_dir / "drafts.jsonl", (d.to_row() for d in drafts))
+        question_pairs, rationale_pairs = self.pairs(collector, data.task, drafts)
+        P.write_jsonl(run_dir / "preference_pairs.jsonl", question_pairs + rationale_pairs)
+
+        # 4. align the teacher, or choose the strategy the student preferred
+        aligned: dict[str, Any] = {}
+        strategy = None
+        if self.align == "dpo":
+            from tailkd.teachers.align import dpo_align
+
+            aligned = dpo_align(collector.backend, [_dpo(p) for p in question_pairs + rationale_pairs], self.dpo,
+                                run_dir / "teacher_adapter", seed=int(cfg.seed))
+        else:
+            strategy = self.preferred_strategy(drafts)
+
+        # 5. tailored data with what is left of the budget
+        tailored = self.tailor(collector, data, rng, left, strategy)
+        with P.inference(cfg, student, trainer):
+            tailored_scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in tailored],
+                                              prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop)
+        P.write_jsonl(run_dir / "tailored.jsonl", ({"id": d.id, "question": d.question, "text": r.annotation.text,
+                                                    "answer": r.annotation.answer, "score": s.accuracy,
+                                                    "likelihood": s.likelihood}
+                                                   for (d, r), s in zip(tailored, tailored_scores)))
+        self._log_tables(loggers, drafts)
+
+        # 6. the student learns from it
+        records = self.records(data.task, tailored, drafts)
+        annotations = [r.annotation for d in drafts for r in d.rationales] + [r.annotation for _, r in tailored]
+        spend = P.spend_summary(collector, annotations, run_dir)
+        datamodule = P.make_datamodule(cfg, records, data, student)
+        accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
+        P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
+        fitted = checkpoints.fit("train", trainer, module, datamodule)
+        module.stop = P.stop_strings(data, datamodule.records)
+        accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
+        P.write_jsonl(run_dir / "predictions.jsonl", predictions)
+
+        results = P.results_base(cfg, data, self.name, [], spend, steps=fitted.steps, trainer=trainer,
+                                 started=started, checkpoints=checkpoints)
+        results.update(
+            test_accuracy=accuracy, test_accuracy_before=accuracy_before, num_test_examples=len(predictions),
+            num_train_examples=len(datamodule.records), stop_strings=module.stop, **datamodule.lengths,
+            align=self.align, preferred_strategy=strategy, spend_by_phase=collector.ledger.summary_by_phase(),
+            **counts.as_results("draft_questions"), drafted=len(drafts),
+            draft_rationales=sum(len(d.rationales) for d in drafts), tailored=len(tailored),
+            preference_set_size=len(prefs), question_pairs=len(question_pairs), rationale_pairs=len(rationale_pairs),
+            preference_accuracy_drafts=_mean([p.accuracy for p in scores]),
+            preference_accuracy_tailored=_mean([p.accuracy for p in tailored_scores]), **aligned,
+        )
+        P.keep_student(cfg, student, run_dir, results)
+        P.finish_logging(loggers, results)
+        checkpoints.finish()
+        return results
+
+    # -- steps -------------------------------------------------------------------------------------
+    @staticmethod
+    def _demo(task, draft: DraftQuestion, rationale) -> Demonstration:
+        a = rationale.annotation
+        return Demonstration(draft.question, task.target(a.rationale, a.answer) if a.answer else (a.text or ""))
+
+    def pairs(self, collector, task, drafts: Sequence[DraftQuestion]) -> tuple[list[dict], list[dict]]:
+        """Question pairs (top vs bottom ``question_quartile`` by score, best with worst, under the
+        chosen question's own drafting prompt) and rationale pairs (each question's best vs worst
+        rationale, under the plain teacher prompt). Ties carry no preference and make no pair."""
+        scored = sorted((d for d in drafts if d.rank is not None), key=lambda d: d.rank, reverse=True)
+        n = int(len(scored) * self.question_quartile)
+        question_pairs = [
+            {"kind": "question", "prompt_text": top.prompt, "chosen": f"Question: {top.question}",
+             "rejected": f"Question: {bottom.question}", "chosen_score": top.rank, "rejected_score": bottom.rank,
+             "prompt": collector.rendered(top.prompt)}
+            for top, bottom in zip(scored[:n], reversed(scored[len(scored) - n:])) if top.rank > bottom.rank]
+        rationale_pairs = []
+        for d in drafts:
+            ranked = sorted((r for r in d.rationales if r.rank is not None), key=lambda r: r.rank, reverse=True)
+            if len(ranked) >= 2 and ranked[0].rank > ranked[-1].rank:
+                plain = collector.prompt_text(d.question)
+                rationale_pairs.append({
+                    "kind": "rationale", "prompt_text": plain, "chosen": ranked[0].annotation.text,
+                    "rejected": ranked[-1].annotation.text, "chosen_score": ranked[0].rank,
+                    "rejected_score": ranked[-1].rank, "prompt": collector.rendered(plain)})
+        return question_pairs, rationale_pairs
+
+    def preferred_strategy(self, drafts: Sequence[DraftQuestion]) -> int:
+        """The strategy whose rationales taught the student best on average (ties: the first)."""
+        totals: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(self.strategies))}
+        for d in drafts:
+            for r in d.rationales:
+                if r.rank is not None:
+                    totals[r.strategy].append(r.rank)
+        means = {i: (_mean([a for a, _ in v]), _mean([b for _, b in v])) if v else (-1.0, -1e30)
+                 for i, v in totals.items()}
+        return max(means, key=lambda i: (means[i], -i))
+
+    def tailor(self, collector, data, rng, left, strategy: int | None) -> list[tuple[DraftQuestion, Any]]:
+        """New questions and one rationale each, until the budget (or ``max_tailored``) runs out: under
+        the plain prompt from the aligned teacher, or under the preferred strategy (``select``)."""
+        out: list[tuple[DraftQuestion, Any]] = []
+        rounds = 0
+        while len(out) < self.max_tailored and rounds < 50:
+            rounds += 1
+            with collector.phase("tailored_questions"):
+                fresh, _ = draft_questions(
+                    collector, data.train, data.test, wanted=min(16, self.max_tailored - len(out)),
+                    seeds_per_prompt=self.seed_questions, template=self.question_prompt,
+                    temperature=self.question_temperature, rng=rng, threshold=self.dedup_threshold,
+                    id_prefix=f"arte-tailored-{rounds}-", budget=left, max_rounds=1)
+            if not fresh:
+                break
+            with collector.phase("tailored_rationales"):
+                if strategy is None:
+                    requests = [collector.request(f"{d.id}-r", collector.prompt_text(d.question),
+                                                  temperature=self.rationale_temperature) for d in fresh]
+                    by_id = {a.example_id: a for a in collector.buy(requests, budget=left())}
+                    for d in fresh:
+                        if f"{d.id}-r" in by_id:
+                            d.rationales.append(DraftRationale(-1, by_id[f"{d.id}-r"]))
+                else:
+                    draft_rationales(collector, fresh, [self.strategies[strategy]], template=self.rationale_prompt,
+                                     temperature=self.rationale_temperature, budget=left())
+            got = [(d, d.rationales[0]) for d in fresh if d.rationales]
+            out += got
+            if len(got) < len(fresh):  # the budget ran out part-way
+                break
+        return out
+
+    def records(self, task, tailored, drafts: Sequence[DraftQuestion]) -> list[TrainRecord]:
+        chosen = [(d, r) for d, r in tailored if r.usable]
+        if self.train_on_drafts == "best":
+            chosen += [(d, d.best()) for d in drafts if d.best() is not None]
+        records = []
+        for draft, rationale in chosen:
+            a = rationale.annotation
+            target = task.target(a.rationale, a.answer)
+            records.append(TrainRecord(draft.id, task.prompt_for(draft.question), target,
+                                       keep_tail=task.answer_tail(target, a.answer)))
+        if not records:
+            raise ConfigError("ARTE produced no usable training example (no drafted or tailored rationale had a "
+                              "parseable answer): check the teacher's prompts and the budget")
+        return records
+
+    def _log_tables(self, loggers, drafts: Sequence[DraftQuestion]) -> None:
+        rows = [[d.id, d.question, r.strategy, r.annotation.answer, r.score, d.score] for d in drafts for r in d.rationales]
+        P.log_table(loggers, "arte/drafts", ["id", "question", "strategy", "answer", "rationale_score", "question_score"],
+                    rows)
+
+
+def _dpo(pair: Mapping[str, Any]) -> dict[str, str]:
+    return {"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+

@@ -1,0 +1,111 @@
+"""Align a local teacher to preference pairs with DPO (TRL's ``DPOTrainer``) and a LoRA adapter.
+
+The reference model is the teacher before alignment: with a ``peft_config`` TRL scores the reference
+with the adapter disabled, i.e. the untouched base. After training the teacher backend generates
+through the adapter, and its cache identity names the adapter's weights, so aligned answers are never
+mistaken for the base teacher's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailkd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """log p(completion + EOS | prompt) for each pair, summed over the completion's tokens, tokenised
+    as TRL does (the prompt, then prompt + completion as one string)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full = tokenizer(prompt + completion + (tokenizer.eos_token or ""))["input_ids"]
+        start = 0
+        while start < min(len(prompt_ids), len(full)) and prompt_ids[start] == full[start]:
+            start += 1
+        ids = torch.tensor([full], device=model.device)
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        token_lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
+        out.append(token_lp[max(start, 1) - 1:].sum().item())
+    model.train(was_training)
+    return out
+
+
+def margins(model, tokenizer, pairs: Sequence[Mapping[str, str]]) -> list[float]:
+    """log p(chosen | prompt) - log p(rejected | prompt), pair by pair."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen = completion_logprobs(model, tokenizer, prompts, [p["chosen"] for p in pairs])
+    rejected = completion_logprobs(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+    return [c - r for c, r in zip(chosen, rejected)]
+
+
+def adapter_fingerprint(model) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for name, param in sorted((n, p) for n, p in model.named_parameters() if "lora_" in n):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: Mapping[str, Any], out_dir: Path,
+              seed: int = 0) -> dict[str, Any]:
+    """Trains a LoRA adapter on the teacher of ``backend`` (hf_local) with DPO on ``pairs``
+    (``prompt``/``chosen``/``rejected`` strings), saves it to ``out_dir`` and makes the backend generate
+    with it. Returns the mean margin before and after, and the training figures."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    if not pairs:
+        raise ConfigError("DPO got no preference pairs: too few drafts were scored apart (raise method.num_questions)")
+    teacher = backend.student
+    model, tokenizer = teacher.model, teacher.tokenizer
+    before = margins(model, tokenizer, pairs)  # before TRL wraps the model in place
+    lora = dict(settings.get("lora") or {})
+    on_gpu = model.device.type == "cuda"
+    with tempfile.TemporaryDirectory(prefix="tailkd-dpo-") as scratch:
+        args = DPOConfig(
+            output_dir=scratch, beta=float(settings.get("beta", 0.1)), learning_rate=float(settings.get("lr", 5e-5)),
+            num_train_epochs=float(settings.get("epochs", 1)),
+            per_device_train_batch_size=int(settings.get("batch_size", 8)),
+            gradient_accumulation_steps=int(settings.get("accumulate", 1)),
+            warmup_steps=float(settings.get("warmup_ratio", 0.1)), lr_scheduler_type=str(settings.get("schedule", "cosine")),
+            max_length=int(settings.get("max_length", 1024)), report_to="none", save_strategy="no", logging_steps=1,
+            use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(), fp16=False, seed=int(seed),
+            data_seed=int(seed), disable_tqdm=True, activation_checkpointing=False, dataloader_pin_memory=False,
+        )
+        peft_config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
+                                 lora_dropout=float(lora.get("dropout", 0.0)),
+                                 target_modules=list(lora["target_modules"]) if lora.get("target_modules") else "all-linear",
+                                 task_type="CAUSAL_LM")
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(list(pairs)),
+                             processing_class=tokenizer, peft_config=peft_config)
+        result = trainer.train()
+        history = [h for h in trainer.state.log_history if "loss" in h]
+    policy = trainer.model
+    policy.eval()
+    after = margins(policy, tokenizer, pairs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    backend.use_adapter(policy, adapter_fingerprint(policy))
+    log.info("DPO on %d pairs: mean margin %.3f -> %.3f", len(pairs), _mean(before), _mean(after))
+    return {"dpo_pairs": len(pairs), "dpo_steps": int(result.global_step), "dpo_loss": float(result.training_loss),
+            "dpo_margin_before": _mean(before), "dpo_margin_after": _mean(after),
+            "dpo_reward_accuracy_last": history[-1].get("rewards/accuracies") if history else None}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")

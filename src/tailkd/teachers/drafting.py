@@ -1,0 +1,188 @@
+"""The teacher as a writer of new training data: questions drafted from seed questions, and rationales
+written under different reasoning strategies (ARTE's drafts). Every call goes through the collector,
+so it is cached, budgeted and in the ledger like any annotation.
+
+A drafted question is parsed (``Question: ...`` or the first line, at least three words), and dropped
+with a count when it does not parse, repeats another draft, repeats a seed, or is a near-duplicate of a
+test question: word sets with a Jaccard similarity of at least ``dedup_threshold`` count as the same
+question ("What is 12 + 7?" and "What is 12 + 8?" share 3 of 5 words and stay apart at 0.8).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from tailkd.errors import ConfigError
+from tailkd.tasks import Example
+from tailkd.teachers.base import Annotation
+from tailkd.teachers.collect import Collector
+
+_QUESTION = re.compile(r"question\s*[:.-]\s*(.+)", re.IGNORECASE | re.DOTALL)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class DraftRationale:
+    strategy: int  # index into the strategy prompts (-1: the plain teacher prompt)
+    annotation: Annotation
+    preference: Any = None  # the student's Preference for it as the only demonstration (signals.preference)
+
+    @property
+    def usable(self) -> bool:
+        return not self.annotation.parse_failed
+
+    @property
+    def score(self) -> float | None:
+        return None if self.preference is None else self.preference.accuracy
+
+    @property
+    def rank(self) -> tuple[float, float] | None:
+        return None if self.preference is None else self.preference.rank
+
+
+@dataclass
+class DraftQuestion:
+    id: str
+    question: str
+    prompt: str  # the request that wrote it (DPO's prompt for question pairs)
+    seeds: list[str]
+    rationales: list[DraftRationale] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        """The mean one-shot accuracy its rationales gave the student (the paper's question score)."""
+        ranks = [r.rank for r in self.rationales if r.rank is not None]
+        return sum(a for a, _ in ranks) / len(ranks) if ranks else None
+
+    @property
+    def rank(self) -> tuple[float, float] | None:
+        """(score, mean likelihood): the score, its ties broken by the finer likelihood."""
+        ranks = [r.rank for r in self.rationales if r.rank is not None]
+        return (sum(a for a, _ in ranks) / len(ranks), sum(b for _, b in ranks) / len(ranks)) if ranks else None
+
+    def best(self) -> DraftRationale | None:
+        scored = [r for r in self.rationales if r.usable and r.rank is not None]
+        return max(scored, key=lambda r: r.rank) if scored else None
+
+    def to_row(self) -> dict[str, Any]:
+        return {"id": self.id, "question": self.question, "seeds": self.seeds, "score": self.score,
+                "rank": self.rank,
+                "rationales": [{"strategy": r.strategy, "text": r.annotation.text, "answer": r.annotation.answer,
+                                "score": r.score, "likelihood": r.rank[1] if r.rank else None,
+                                "cost_usd": r.annotation.cost_usd} for r in self.rationales]}
+
+
+@dataclass
+class DraftCounts:
+    asked: int = 0
+    unparseable: int = 0
+    duplicates: int = 0
+    like_test: int = 0
+
+    def as_results(self, prefix: str) -> dict[str, int]:
+        return {f"{prefix}_{k}": v for k, v in self.__dict__.items()}
+
+
+def parse_question(text: str) -> str | None:
+    """The question a teacher wrote: what follows ``Question:``, else its first line; None when that
+    is not a question of at least three words."""
+    match = _QUESTION.search(text)
+    body = (match.group(1) if match else text).strip()
+    body = body.split("\n", 1)[0].strip().strip('"').strip()
+    if "?" in body:
+        body = body[: body.rfind("?") + 1]
+    return body if len(_WORD.findall(body.lower())) >= 3 else None
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def similar(a: frozenset[str], b: frozenset[str], threshold: float) -> bool:
+    return bool(a or b) and len(a & b) / len(a | b) >= threshold
+
+
+class QuestionFilter:
+    """Keeps a drafted question only if it is new: not like a kept one, a seed, or a test question."""
+
+    def __init__(self, seen: Iterable[str], test: Iterable[str], threshold: float):
+        self.threshold = threshold
+        self.kept = [_words(q) for q in seen]
+        self.test = [_words(q) for q in test]
+
+    def verdict(self, question: str) -> str:
+        """``keep``, ``duplicate`` or ``like_test``."""
+        words = _words(question)
+        if any(similar(words, t, self.threshold) for t in self.test):
+            return "like_test"
+        if any(similar(words, k, self.threshold) for k in self.kept):
+            return "duplicate"
+        self.kept.append(words)
+        return "keep"
+
+
+def render(template: str, name: str, **values: Any) -> str:
+    try:
+        return jinja2.Template(template, undefined=jinja2.StrictUndefined).render(**values)
+    except jinja2.TemplateError as err:
+        raise ConfigError(f"method.{name} does not render: {err}") from err
+
+
+def draft_questions(collector: Collector, pool: Sequence[Example], test: Sequence[Example], *, wanted: int,
+                    seeds_per_prompt: int, template: str, temperature: float, rng: random.Random,
+                    threshold: float, id_prefix: str, budget=None, max_rounds: int = 20,
+                    batch: int = 16) -> tuple[list[DraftQuestion], DraftCounts]:
+    """Up to ``wanted`` new, distinct questions, each written from ``seeds_per_prompt`` questions of
+    ``pool``; stops early when the budget buys nothing more (or after ``max_rounds`` rounds of asking)."""
+    counts = DraftCounts()
+    keep = QuestionFilter([e.question for e in pool], [e.question for e in test], threshold)
+    drafts: list[DraftQuestion] = []
+    for _ in range(max_rounds):
+        if len(drafts) >= wanted:
+            break
+        asks = []
+        for _ in range(min(batch, wanted - len(drafts))):
+            seeds = [e.question for e in rng.sample(list(pool), min(seeds_per_prompt, len(pool)))]
+            asks.append((seeds, render(template, "question_prompt", seeds=seeds)))
+        requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature)
+                    for i, (_, text) in enumerate(asks)]
+        counts.asked += len(requests)
+        bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}
+        if not bought:
+            break
+        for request, (seeds, text) in zip(requests, asks):
+            if request.example_id not in bought:
+                continue
+            question = parse_question(bought[request.example_id].text)
+            if question is None:
+                counts.unparseable += 1
+                continue
+            verdict = keep.verdict(question)
+            if verdict == "keep":
+                drafts.append(DraftQuestion(request.example_id, question, text, seeds))
+            elif verdict == "duplicate":
+                counts.duplicates += 1
+            else:
+                counts.like_test += 1
+    return drafts[:wanted], counts
+
+
+def draft_rationales(collector: Collector, drafts: Sequence[DraftQuestion], strategies: Sequence[str], *,
+                     template: str, temperature: float, budget=None) -> None:
+    """One rationale per (question, strategy), in ``draft.rationales`` (what the budget allowed)."""
+    requests, where = [], {}
+    for draft in drafts:
+        for index, strategy in enumerate(strategies):
+            text = render(template, "rationale_prompt", strategy=strategy, question=draft.question)
+            request = collector.request(f"{draft.id}-r{index}", text, temperature=temperature)
+            requests.append(request)
+            where[request.example_id] = (draft, index)
+    for annotation in collector.buy(requests, budget=budget):
+        draft, index = where[annotation.example_id]
+        draft.rationales.append(DraftRationale(index, annotation))

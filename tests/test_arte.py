@@ -1,0 +1,173 @@
+"""ARTE: pairs from known scores, preference scoring against a hand computation, a DPO step raises the
+chosen-over-rejected margin, spend per phase adds up to the ledger, smoke and API-teacher runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tailkd.errors import ConfigError
+from tailkd.methods.arte import Arte
+from tailkd.models import generate_texts
+from tailkd.signals.preference import Demonstration, Preference, one_shot_prompt, one_shot_scores
+from tailkd.tasks import Example
+from tailkd.teachers.base import Annotation
+from tailkd.teachers.drafting import DraftQuestion, DraftRationale, QuestionFilter, parse_question
+
+from helpers import chain_task, tiny_student
+from test_cli import _jsonl, train
+from test_teacher_openai import openai_overrides
+
+STRATEGIES = ["Let's think step by step.", "Break it down."]
+
+
+def _arte(**changes) -> Arte:
+    return Arte(strategies=STRATEGIES, question_prompt="Q {{ seeds }}", rationale_prompt="{{ strategy }} {{ question }}",
+                question_quartile=0.25, **changes)
+
+
+def _annotation(i: int, text: str = "1 + 1 = 2. The answer is 2.", answer: str | None = "2") -> Annotation:
+    return Annotation(example_id=f"a{i}", prompt="p", text=text, rationale="1 + 1 = 2.", answer=answer,
+                      input_tokens=5, output_tokens=5, cost_usd=0.0, backend="x", model="m")
+
+
+class _Collector:
+    def rendered(self, text):
+        return f"<render>{text}"
+
+    def prompt_text(self, question):
+        return f"Solve: {question}"
+
+
+def test_pairs_from_known_scores():
+    # eight questions with scores 0.8 .. 0.1; two rationales each, the second better except in a tie
+    drafts = []
+    for q in range(8):
+        accuracy = (8 - q) / 10
+        rationales = [DraftRationale(0, _annotation(2 * q, f"worse {q}"), Preference(accuracy - 0.05, -3.0)),
+                      DraftRationale(1, _annotation(2 * q + 1, f"better {q}"), Preference(accuracy + 0.05, -1.0))]
+        if q == 7:  # a tie: no preference, no pair
+            rationales[1].preference = Preference(accuracy - 0.05, -3.0)
+        drafts.append(DraftQuestion(f"d{q}", f"Question number {q}?", f"make a question {q}", [], rationales))
+    question_pairs, rationale_pairs = _arte().pairs(_Collector(), chain_task(), drafts)
+    # top quartile (2 of 8) against the bottom quartile, best with worst
+    assert [(p["chosen"], p["rejected"]) for p in question_pairs] == [
+        ("Question: Question number 0?", "Question: Question number 7?"),
+        ("Question: Question number 1?", "Question: Question number 6?")]
+    assert question_pairs[0]["prompt"] == "<render>make a question 0"  # the chosen question's own prompt
+    assert len(rationale_pairs) == 7 and all(p["chosen"].startswith("better") for p in rationale_pairs)
+    assert rationale_pairs[0]["prompt"] == "<render>Solve: Question number 0?"
+    assert _arte().preferred_strategy(drafts) == 1
+
+
+def test_preference_scores_match_a_one_prompt_at_a_time_computation():
+    student = tiny_student(init_seed=4)
+    task = chain_task()
+    questions = [Example(f"p{i}", f"What is {i} + 2?", str(i + 2)) for i in range(3)]
+    demos = [Demonstration("What is 1 + 1?", task.target("1 + 1 = 2.", "2")), Demonstration("What is 3 + 3?", " 6")]
+    scores = one_shot_scores(student, task, demos, questions, batch_size=4, stop=task.until)
+    for demo, score in zip(demos, scores):
+        right, logps = 0, []
+        for q in questions:
+            prompt = one_shot_prompt(task, demo, q)
+            assert prompt.startswith("Question: ") and prompt.endswith(f"Question: {q.question}\nAnswer:")
+            text = generate_texts(student, [prompt], task.max_new_tokens, stop=task.until)[0]
+            right += task.extract_answer(text, q) == q.answer
+            ids = student.tokenizer(prompt)["input_ids"]
+            answer_ids = student.tokenizer(" " + task.answer_target(q.answer).strip(), add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = student.model(input_ids=torch.tensor([ids + answer_ids])).logits[0].float()
+            logp = torch.log_softmax(logits[len(ids) - 1:-1], -1)
+            logps.append(sum(logp[i, t].item() for i, t in enumerate(answer_ids)))
+        assert score.accuracy == right / 3
+        assert score.likelihood == pytest.approx(sum(logps) / 3, abs=1e-3)
+
+
+def test_question_parsing_and_near_duplicates():
+    assert parse_question("Sure! Question: What is 12 + 7?\nThanks") == "What is 12 + 7?"
+    assert parse_question("What is 3 + 4? I hope this helps.") == "What is 3 + 4?"
+    assert parse_question(":::") is None and parse_question("Question: hi") is None
+    keep = QuestionFilter(["What is 12 + 7?"], ["How many apples does Sam have left?"], 0.8)
+    assert keep.verdict("What is 12 + 7 ?") == "duplicate"  # a seed, reworded only in spacing
+    assert keep.verdict("How many apples does sam have left") == "like_test"
+    assert keep.verdict("What is 12 + 8?") == "keep" and keep.verdict("what is 12 + 8") == "duplicate"
+
+
+def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
+    from tailkd.tasks import load_task_data
+    from tailkd.teachers.align import dpo_align, margins
+    from tailkd.teachers.backends.hf_local import HFLocalBackend
+
+    from helpers import task_cfg
+
+    data = load_task_data(task_cfg(train_size=20, test_size=2))
+    backend = HFLocalBackend({"model": "tiny-teacher", "source": "tiny", "init_seed": 3, "vocab_size": 400,
+                              "size": {"hidden_size": 32, "num_layers": 2, "num_heads": 4}})
+    backend.prepare(data.task, data.train)
+    base_identity = backend.identity
+    pairs = [{"prompt": f"Question: {e.question}\nAnswer:", "chosen": f" {e.rationale} The answer is {e.answer}.",
+              "rejected": " I do not know."} for e in data.train[:8]]
+    before = margins(backend.student.model, backend.student.tokenizer, pairs)
+    stats = dpo_align(backend, pairs, {"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 4,
+                                       "lora": {"r": 4, "alpha": 8}}, tmp_path / "adapter", seed=0)
+    assert stats["dpo_margin_before"] == pytest.approx(sum(before) / 8, abs=1e-4)
+    assert stats["dpo_margin_after"] > stats["dpo_margin_before"] + 0.1
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert backend.identity != base_identity and "|adapter=" in backend.identity  # aligned answers are another cache key
+    with backend.student.model.disable_adapter():  # the reference is the teacher before DPO
+        reference = margins(backend.student.model, backend.student.tokenizer, pairs)
+    assert reference == pytest.approx(before, abs=1e-4)
+
+
+def test_smoke_run_writes_drafts_pairs_an_adapter_and_spend_by_phase(tmp_path):
+    proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    drafts = _jsonl(tmp_path / "drafts.jsonl")
+    assert results["method"] == "arte" and results["align"] == "dpo" and len(drafts) == results["drafted"] == 8
+    assert all(len(d["rationales"]) == 4 and all(r["score"] is not None for r in d["rationales"]) for d in drafts)
+    pairs = _jsonl(tmp_path / "preference_pairs.jsonl")
+    assert len(pairs) == results["question_pairs"] + results["rationale_pairs"] and results["question_pairs"] == 2
+    assert (tmp_path / "teacher_adapter" / "adapter_model.safetensors").is_file()
+    assert len(_jsonl(tmp_path / "tailored.jsonl")) == results["tailored"] > 0
+    phases = results["spend_by_phase"]
+    assert set(phases) == {"draft_questions", "draft_rationales", "tailored_questions", "tailored_rationales"}
+    assert sum(p["queries"] for p in phases.values()) == results["teacher_queries"] <= 80
+    assert sum(p["tokens"] for p in phases.values()) == results["teacher_tokens"]
+    ledger = _jsonl(tmp_path / "ledger.jsonl")
+    assert {e["phase"] for e in ledger} == set(phases)
+    assert phases["draft_questions"]["queries"] + phases["draft_rationales"]["queries"] <= 40  # draft_share 0.5
+    assert results["dpo_margin_after"] > results["dpo_margin_before"]
+    assert math.isfinite(results["test_accuracy"]) and (tmp_path / "student").is_dir()
+
+
+def test_select_with_an_api_teacher_and_dpo_refused_before_anything_is_bought(fake, api_key, tmp_path):
+    server = fake()
+    common = ["experiment=smoke", "method=arte", "logger=csv", *openai_overrides(server), "budget.max_queries=60"]
+    refused = train(tmp_path / "dpo", *common)
+    assert refused.returncode == 2 and "method.align=select" in refused.stdout + refused.stderr
+    assert server.count == 0 and not (tmp_path / "dpo" / "ledger.jsonl").exists()
+    proc = train(tmp_path / "select", *common, "method.align=select")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "select" / "results.json").read_text())
+    assert results["align"] == "select" and results["preferred_strategy"] in range(4)
+    assert not (tmp_path / "select" / "teacher_adapter").exists()
+    assert results["drafted"] == 6 and results["tailored"] > 0  # 30 queries for drafts: 6 x (1 + 4)
+    assert server.wait_quiet() == results["teacher_requests_sent"] == results["teacher_queries"]
+    phases = results["spend_by_phase"]
+    assert sum(p["cost_usd"] for p in phases.values()) == pytest.approx(results["teacher_cost_usd"], abs=1e-6)
+    # the tailored rationales were asked under the strategy the student preferred
+    tailored_prompts = [p for p in server.prompts() if "Write one new question" not in p][-results["tailored"]:]
+    assert len({p.split(" Answer the question")[0] for p in tailored_prompts}) == 1
+
+
+def test_bad_arte_settings():
+    with pytest.raises(ConfigError, match="method.align"):
+        _arte(align="magic")
+    with pytest.raises(ConfigError, match="at least two"):
+        Arte(strategies=["only one"], question_prompt="q", rationale_prompt="r")
+    with pytest.raises(ConfigError, match="draft_share"):
+        _arte(draft_share=1.5)
