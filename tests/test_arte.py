@@ -158,7 +158,7 @@ def test_select_with_an_api_teacher_and_dpo_refused_before_anything_is_bought(fa
     assert results["drafted"] == 6 and results["tailored"] > 0  # 30 queries for drafts: 6 x (1 + 4)
     assert server.wait_quiet() == results["teacher_requests_sent"] == results["teacher_queries"]
     phases = results["spend_by_phase"]
-    assert sum(p["cost_usd"] for p in phases.values()) == pytest.approx(results["teacher_cost_usd"], abs=1e-6)
+    assert sum(p["cost_usd"] for p in phases.values()) == pytest.approx(results["teacher_cost_usd"], abs=1e-5)  # each rounded to 1e-6
     # the tailored rationales were asked under the strategy the student preferred
     tailored_prompts = [p for p in server.prompts() if "Write one new question" not in p][-results["tailored"]:]
     assert len({p.split(" Answer the question")[0] for p in tailored_prompts}) == 1

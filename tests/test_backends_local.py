@@ -92,7 +92,9 @@ def test_token_counts_are_the_tokenizers(backend):
         prompt = backend.render_prompt(req)
         assert prompt == req.prompt  # the tiny tokenizer has no chat template: contents joined
         assert result.input_tokens == len(tokenizer(prompt)["input_ids"]) > 0
-        assert result.output_tokens == len(tokenizer(result.text, add_special_tokens=False)["input_ids"]) > 0
+        # the text re-tokenised, but never more than the tokens the request allowed (and generated)
+        limit = req.param("max_tokens", 256)
+        assert result.output_tokens == min(len(tokenizer(result.text, add_special_tokens=False)["input_ids"]), limit) > 0
         assert result.model == "tiny-teacher"
 
 
@@ -183,7 +185,7 @@ def test_loading_is_lazy_and_a_missing_model_is_a_config_error(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"pretrained": None}, "pretrained"),
     ({"arch": "encoder"}, "arch"),
-    ({"source": "tiny"}, "source"),
+    ({"source": "magic"}, "source"),
     ({"dtype": "int8"}, "dtype"),
     ({"batch_size": 0}, "batch_size"),
     ({"source": "embedded", "pretrained": "no-such-embedded"}, "embedded"),

@@ -35,6 +35,9 @@ def test_every_config_file_is_covered():
 @pytest.mark.parametrize("group,name", _options(), ids=lambda x: str(x))
 def test_config_composes_and_builds(group, name, tmp_path):
     overrides = [f"{group}={name}"]
+    if group == "experiment_method":  # picked by an experiment and a method together, never on its own
+        experiment, method = name.split("_", 1)
+        overrides = [f"experiment={experiment}", f"method={method}"]
     if (group, name) == ("teacher", "recorded"):
         replay = tmp_path / "annotations.jsonl"
         replay.write_text('{"example_id": "x", "text": "The answer is 1."}\n')

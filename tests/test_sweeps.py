@@ -98,4 +98,5 @@ def test_every_multirun_script_composes_and_passes_arguments_on(script, tmp_path
         dirs = [o for o in sweep["overrides"] if o.startswith("hydra.sweep.dir=")]
         assert len(dirs) == 1 and dirs[0].startswith(f"hydra.sweep.dir={tmp_path / 'study'}")
         assert "logger.wandb.group=study" in sweep["overrides"]
-    assert {m for s in sweeps for m in s["dims"]["method"]} >= {"finetune", "tail"}
+    methods = {m for s in sweeps for m in s["dims"]["method"]}
+    assert "finetune" in methods and len(methods) >= 2  # every study compares a method with fine-tuning

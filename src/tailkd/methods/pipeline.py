@@ -53,6 +53,12 @@ def make_datamodule(cfg: DictConfig, records: list[TrainRecord], data: TaskData,
     )
 
 
+def placeholder_record(data: TaskData) -> TrainRecord:
+    """A record for a data module that only evaluates (nothing bought to train on yet)."""
+    example = data.train[0]
+    return TrainRecord(example.id, data.task.prompt(example), data.task.target(example.rationale, example.answer))
+
+
 def stop_strings(data: TaskData, records: list[TrainRecord]) -> list[str]:
     """``task.until`` without any stop string found inside a target the student is taught, said once."""
     targets = [t for r in records for _, t, _ in r.pairs()]

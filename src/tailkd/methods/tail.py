@@ -74,7 +74,7 @@ class Tail:
         warm_questions = max(1, round(self.warmup_fraction * planned)) if self.warmup_fraction else 0
         warm = collector.collect(order[:warm_questions], budget=budget.scaled(self.warmup_fraction)) if warm_questions else []
         warm_records = records_from_annotations(warm, data.task, examples)
-        datamodule = P.make_datamodule(cfg, warm_records or [_placeholder(data)], data, student)
+        datamodule = P.make_datamodule(cfg, warm_records or [P.placeholder_record(data)], data, student)
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
         accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
         P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
@@ -168,11 +168,3 @@ def _signal_cache(cfg, student, trainer=None) -> SignalCache:
     device = P.inference_device(trainer) if trainer is not None else student.model.device
     context = {"precision": str(cfg.trainer.pl.get("precision")), "device": str(device.type)}
     return SignalCache(P.cache_dir(cfg) / "signals", context)
-
-
-def _placeholder(data):
-    """A record for a datamodule that only evaluates (no warm-up data to train on)."""
-    from tailkd.training import TrainRecord
-
-    example = data.train[0]
-    return TrainRecord(example.id, data.task.prompt(example), data.task.target(example.rationale, example.answer))

@@ -1,4 +1,5 @@
-"""PNG plots for the report: accuracy vs teacher budget per method, per-signal AUROC."""
+"""PNG plots for the report: accuracy vs teacher budget per method, accuracy vs teacher spend with the
+round-by-round curves of active methods (ELAD), per-signal AUROC."""
 
 from __future__ import annotations
 
@@ -45,6 +46,50 @@ def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, p
                         marker="o", capsize=3, label=name)
         ax.set_title(task)
         ax.set_xlabel("teacher budget (queries)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, path: Path,
+                           spend: str = "teacher_cost_usd") -> Path | None:
+    """Accuracy against what was spent (USD by default: revisions cost more than fresh answers, so
+    methods compare at equal money, not equal queries). A run that reports ``rounds`` (ELAD) is a curve,
+    its round-by-round points averaged over seeds; any other run is one point at its final spend."""
+    panel_keys = [k for k in keys if k not in BUDGET_KEYS and k != "method" and not is_signal_key(k)]
+    line_keys = [k for k in keys if k not in panel_keys and k not in BUDGET_KEYS]
+    if not any(r.results.get("rounds") for g in groups for r in g.runs):
+        return None
+    panels: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for g in groups:
+        name = label(g, line_keys) or g.setting.get("method", "")
+        panel = label(g, panel_keys) or g.setting.get("task", "")
+        rounds = [r.results.get("rounds") or [] for r in g.runs]
+        if any(rounds):
+            depth = min(len(x) for x in rounds if x)
+            for i in range(depth):
+                xs = [float(x[i][spend]) for x in rounds if x]
+                ys = [float(x[i][metric]) for x in rounds if x and metric in x[i]]
+                if ys:
+                    panels[panel][name].append((sum(xs) / len(xs), sum(ys) / len(ys)))
+        elif not math.isnan(g.mean(metric)) and not math.isnan(g.mean(spend)):
+            panels[panel][name].append((g.mean(spend), g.mean(metric)))
+    plt = _pyplot()
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (panel, lines) in zip(axes.flat, sorted(panels.items())):
+        for name, points in sorted(lines.items()):
+            points = sorted(points)
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+        ax.set_title(panel)
+        ax.set_xlabel(f"teacher spend ({spend})")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")

@@ -52,3 +52,24 @@ def _latex_inline(text: str) -> str:
     if "\\" not in text:
         return text
     return "\n".join(_latex(line) if "\\" in line else line for line in text.split("\n"))
+
+
+SPLITS = ("sentence", "line")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
+
+
+def split_steps(text: str | None, how: str = "sentence") -> list[str]:
+    """The steps of an explanation: its sentences (a full stop, ! or ? and a space, or a line break;
+    "2.5" stays whole) or its lines."""
+    if not text or not text.strip():
+        return []
+    parts = text.split("\n") if how == "line" else _SENTENCE.split(text.strip())
+    return [p.strip() for p in parts if p.strip()]
+
+
+def same_step(a: str, b: str) -> bool:
+    """Two steps say the same: equal up to case, spacing and a closing full stop."""
+    def norm(text: str) -> str:
+        return " ".join(text.lower().rstrip(".").split())
+
+    return norm(a) == norm(b)

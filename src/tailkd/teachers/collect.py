@@ -130,12 +130,13 @@ class Collector:
         user = self.prompt_text(example.question)
         return [self.request(example.id, user, sample_index=i) for i in range(self.n_samples)]
 
-    def request(self, request_id: str, user: str, sample_index: int = 0, **params: Any) -> TeacherRequest:
+    def request(self, request_id: str, user: str, sample_index: int = 0, context: Mapping[str, Any] | None = None,
+                **params: Any) -> TeacherRequest:
         """A request with the user message ``user`` (after the system prompt, if any) and the teacher's
         decoding parameters, ``params`` overriding them (a drafting temperature, say)."""
         messages = ((("system", self.system_prompt),) if self.system_prompt else ()) + (("user", user),)
         merged = tuple(sorted({**dict(self.params), **params}.items())) if params else self.params
-        return TeacherRequest(request_id, messages, merged, sample_index)
+        return TeacherRequest(request_id, messages, merged, sample_index, tuple(sorted((context or {}).items())))
 
     def rendered(self, user: str) -> str:
         """The text the model reads for a request with user message ``user`` (a local model applies its

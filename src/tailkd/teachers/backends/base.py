@@ -18,6 +18,12 @@ class TeacherRequest:
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs
     params: tuple[tuple[str, Any], ...]  # sorted decoding parameters: temperature, max_tokens, ...
     sample_index: int = 0
+    # what a backend that does not read prompts needs to know (the simulated teacher revising a student's
+    # explanation: ("revise", text)); the messages already carry it, so it is no part of the cache key
+    context: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict(self.context).get(name, default)
 
     @property
     def prompt(self) -> str:

@@ -20,8 +20,9 @@ from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
+from tailkd.tasks.rationale import same_step, split_steps
 from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
-from tailkd.teachers.base import approx_tokens
+from tailkd.teachers.base import approx_tokens, split_rationale
 
 KINDS = ("wrong_answer", "wrong_step")
 _INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
@@ -102,11 +103,15 @@ class SimulatedBackend:
     def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
         out: list[Completion | TeacherCallError] = []
         for request in requests:
-            example = self._examples.get(request.example_id)
+            example = self._examples.get(request.get("question_id", request.example_id))
             if example is None or self._task is None:
                 out.append(TeacherCallError(f"no gold for question {request.example_id}", retryable=False))
                 continue
-            text, kind = self.answer(example, self._task)
+            explanation = request.get("revise")
+            if explanation is not None:
+                text, kind = self.revise(example, self._task, explanation)
+            else:
+                text, kind = self.answer(example, self._task)
             out.append(Completion(text, approx_tokens(request.prompt), approx_tokens(text), self.model,
                                   {"corruption": kind}))
         return out
@@ -118,16 +123,36 @@ class SimulatedBackend:
 
     def answer(self, example: Example, task: Task) -> tuple[str, str | None]:
         """The annotation text for ``example`` and its corruption kind (None: faithful)."""
+        return self._write(example, task, "", example.rationale)
+
+    def revise(self, example: Example, task: Task, explanation: str) -> tuple[str, str | None]:
+        """ELAD's revision: the student's steps are kept while they match the gold rationale's, and the
+        rest is the gold from the first step that does not; then the usual corruption, which only
+        touches what the teacher wrote (the kept prefix is the student's, checked correct). A student
+        explanation that is right throughout comes back unchanged, with the answer stated."""
+        gold = split_steps(example.rationale)
+        student = split_steps(split_rationale(explanation, task)[0])
+        kept = 0
+        while kept < min(len(gold), len(student)) and same_step(gold[kept], student[kept]):
+            kept += 1
+        return self._write(example, task, " ".join(student[:kept]), " ".join(gold[kept:]))
+
+    def _write(self, example: Example, task: Task, kept: str, rest: str | None) -> tuple[str, str | None]:
+        """``kept`` (copied as is) then ``rest`` and the answer, corrupted for ``error_rate`` of the
+        questions (which ones depends only on the seed and the question id)."""
         rng = random.Random(f"{self.seed}:{example.id}")
-        rationale, answer, kind = example.rationale, example.answer, None
+        answer, kind = example.answer, None
         if rng.random() < self.error_rate:
             kind = rng.choices(list(self.kinds), weights=list(self.kinds.values()))[0]
-            flawed = _wrong_step(rationale, answer, rng) if kind == "wrong_step" and rationale else None
+            flawed = _wrong_step(rest, answer, rng) if kind == "wrong_step" and rest else None
             if flawed is not None:
-                rationale = flawed
+                rest = flawed
             else:
                 kind = "wrong_answer"
                 answer = _wrong_answer(example.answer, task.extractor.type.name, example, rng)
-                if rationale:
-                    rationale = _replace_last(rationale, example.answer, answer)
+                if rest:
+                    rest = _replace_last(rest, example.answer, answer)
+                elif kept:
+                    kept = _replace_last(kept, example.answer, answer)
+        rationale = " ".join(p for p in (kept, rest) if p) or None
         return task.target(rationale, answer).strip(), kind
