@@ -7,6 +7,8 @@
 USD=${USD:-0.02}
 SEEDS=${SEEDS:-0,1,2}
 SELECTIONS=${SELECTIONS:-elad,answer_entropy,random}
+CANDIDATES=${CANDIDATES:-64}   # unbought questions scored per round
+K=${K:-4}                      # sampled explanations per question
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
 main() {
@@ -14,7 +16,8 @@ main() {
   COMMON=(task=chain_sum task.train_size=200 task.test_size=60 teacher.corruption.rate=0.3
           budget.max_queries=null budget.max_usd="$USD" seed="$SEEDS" logger=csv)
   sweep finetune method=finetune                                                  "${COMMON[@]}"
-  sweep elad     method=elad method.selection="$SELECTIONS" method.revision=true,false "${COMMON[@]}"
+  sweep elad     method=elad method.selection="$SELECTIONS" method.revision=true,false \
+                 method.candidates="$CANDIDATES" method.k="$K" "${COMMON[@]}"
   echo "tailkd-report $SWEEP_DIR"
 }
 main "$@"
