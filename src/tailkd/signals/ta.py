@@ -122,19 +122,85 @@ class LanguageModelTA:
         return out
 
 
+DEFAULT_JUDGE_PROMPT = (
+    "Here is a question and an answer with its reasoning.\nQuestion: {{ question }}\nAnswer: {{ output }}\n"
+    "Are the reasoning and the final answer both correct? Reply yes or no.")
+
+
+class JudgeTA:
+    """The TA asked, by prompt, whether an output's reasoning and answer are right: confidence =
+    P(yes) / (P(yes) + P(no)) over the first token of its reply. Decoder models read the judge prompt
+    through their chat template when they have one (an instruct model answers its own format), and the
+    reply's first token is compared for " yes"/"yes"/"Yes" against " no"/"no"/"No" (each the first token
+    of those words). Renormalising over the two keeps a model that prefers to start its reply with
+    something else (a space, "The") from reading as doubt. One forward pass per batch."""
+
+    def __init__(self, model: Student, task: Task, *, batch_size: int = 16, prompt: str = DEFAULT_JUDGE_PROMPT):
+        import jinja2
+
+        if not model.is_causal:
+            raise ConfigError("ta.kind=judge needs a decoder-only model (arch: causal)")
+        self.model, self.task, self.batch_size, self.prompt = model, task, int(batch_size), prompt
+        self.confidence = "judge"
+        self._template = jinja2.Template(prompt, undefined=jinja2.StrictUndefined)
+        tok = model.tokenizer
+
+        def first_tokens(words):
+            return {tok(w, add_special_tokens=False)["input_ids"][0] for w in words}
+
+        yes, no = first_tokens((" yes", "yes", "Yes", " Yes")), first_tokens((" no", "no", "No", " No"))
+        # a first token both words share (a lone space in a small vocabulary) says nothing
+        self._yes, self._no = sorted(yes - no), sorted(no - yes)
+        if not self._yes or not self._no:
+            raise ConfigError("ta.kind=judge: this tokenizer does not tell 'yes' from 'no' by their first tokens")
+
+    def text(self, item: Scored) -> str:
+        output = self.task.target(item.rationale, item.answer).strip() if item.answer else (item.rationale or "")
+        user = self._template.render(question=item.example.question, output=output)
+        tok = self.model.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
+        return user + "\n"
+
+    def key(self, item: Scored) -> str:
+        return self.text(item)
+
+    @torch.no_grad()
+    def score(self, items: Sequence[Scored]) -> list[TAScore]:
+        from tailkd.models.generation import eval_mode
+
+        tok, model = self.model.tokenizer, self.model.model
+        out: list[TAScore] = []
+        with eval_mode(model):
+            for start in range(0, len(items), self.batch_size):
+                texts = [self.text(i) for i in items[start:start + self.batch_size]]
+                tok.padding_side = "left"  # the next token is read at the last position of every row
+                encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template).to(model.device)
+                logits = model(**encoded).logits[:, -1].float()
+                probs = torch.softmax(logits, dim=-1)
+                yes, no = probs[:, self._yes].sum(-1), probs[:, self._no].sum(-1)
+                for y, n in zip(yes.tolist(), no.tolist()):
+                    out.append(TAScore(y / (y + n) if y + n > 0 else 0.5, answer_prob=y))
+        return out
+
+
 def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = (), device: str | torch.device = "cpu"):
     """``ta.kind``: ``lm`` (a causal or seq2seq model, configured like a student, placed on ``device``:
-    the run's) or ``verifier``."""
+    the run's, scoring outputs by their likelihood), ``judge`` (the same, asked whether an output is
+    right) or ``verifier`` (rule-based arithmetic)."""
     kind = cfg.get("kind", "lm")
     if kind == "verifier":
         from tailkd.signals.verifier import ArithmeticVerifierTA
 
         return ArithmeticVerifierTA()
-    if kind != "lm":
-        raise ConfigError(f"ta.kind={kind!r} is unknown; choose lm or verifier")
+    if kind not in ("lm", "judge"):
+        raise ConfigError(f"ta.kind={kind!r} is unknown; choose lm, judge or verifier")
     from tailkd.models import load_student
 
     model = load_student(cfg, cache_dir, tokenizer_texts)
     model.model.to(device)
+    if kind == "judge":
+        return JudgeTA(model, task, batch_size=int(cfg.get("batch_size", 16)),
+                       prompt=cfg.get("judge_prompt") or DEFAULT_JUDGE_PROMPT)
     return LanguageModelTA(model, task, batch_size=int(cfg.get("batch_size", 16)),
                            confidence=cfg.get("confidence", "mean"))
