@@ -119,6 +119,9 @@ def test_number_glued_to_a_word_is_no_number():
     ("The answer is 12 * 3 = $36. Then 36 + 1 = 37.", "36"),
     ("The answer is 7 (3 + 4).", "7"),
     ("The answer is 10 - 4 = 6 apples = 6.", "6"),
+    ("The answer is 12 = 3 × 4.", "12"),  # the answer first, then what it equals
+    ("The answer is 12 (= 3 x 4).", "12"),
+    ("The answer is $36 = 12 * $3.", "36"),
 ])
 def test_number_span_concludes_after_the_last_equals(text, value):
     assert extractor("number")(text) == value

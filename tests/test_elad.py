@@ -65,7 +65,7 @@ def test_the_step_answers_are_read_after_each_prefix(monkeypatch):
     assert e.step_answers == ["0", "19", "16"]  # nothing shown, after step 1, after step 2
     assert e.within == 1.0
     [r] = explain(None, task, [example], stop=[], batch_size=4, k=0, variant="removal")
-    assert r.step_answers == ["16", "19"] and r.within == 0.5  # without step 1, without step 2
+    assert r.step_answers == ["16", "16", "19"] and r.within == 0.5  # all steps, without step 1, without step 2
 
 
 def _explained(uncertain: dict[str, tuple[float, float, float]]):
@@ -172,4 +172,4 @@ def test_explain_runs_batched_on_a_tiny_student():
     assert [e.example.id for e in explained] == [e.id for e in examples]
     for e in explained:
         assert len(e.sampled_answers) == 3 and 0 <= e.within <= 1 and 0 <= e.across <= 1
-        assert len(e.step_answers) == len(e.steps) + 1
+        assert len(e.step_answers) == len(e.steps) + 1  # prefix: after 0..n steps

@@ -82,3 +82,25 @@ def test_save_student_false_keeps_nothing(tmp_path):
     assert not (tmp_path / "run" / "student").exists()
     proc = eval_proc(tmp_path / "out", f"model={tmp_path / 'run'}")
     assert proc.returncode == 2 and "kept no student" in proc.stdout + proc.stderr
+
+
+def test_a_run_that_dropped_a_stop_rule_is_scored_with_its_own_rules(tmp_path):
+    """A run taught blank lines (clean_rationale=false) stops generation only at "\\nQuestion:"; eval
+    must too, or it cuts its student's answers at the first blank line."""
+    from tailkd.tasks import load_task_data
+
+    from helpers import task_cfg
+
+    data = load_task_data(task_cfg(train_size=48, test_size=16, max_new_tokens=24))
+    rows = [{"question": e.question, "text": f"Let me see.\n\n{e.rationale}\n\nThe answer is {e.answer}."}
+            for e in data.train]
+    path = tmp_path / "recorded.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    proc = train(run, "experiment=smoke", "logger=csv", "teacher=recorded", f"teacher.path={path}",
+                 "task.clean_rationale=false", "trainer.pl.max_epochs=3", "trainer.lr=3e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "results.json").read_text())["stop_strings"] == ["\nQuestion:"]
+    assert evaluate(tmp_path / "eval", f"model={run}")["stop_strings"] == ["\nQuestion:"]
+    assert [r["output"] for r in _jsonl(tmp_path / "eval" / "predictions.jsonl")] == [
+        r["output"] for r in _jsonl(run / "predictions.jsonl")]

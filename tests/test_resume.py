@@ -106,3 +106,29 @@ def test_resume_from_a_run_folder(tmp_path):
     done = subprocess.run([*TRAIN, f"hydra.run.dir={tmp_path / 'c'}", f"resume={tmp_path / 'b'}"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "finished" in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_stage_checkpointed_on_other_data_is_trained_again(tmp_path, caplog):
+    """A resumed run whose purchases came out different (a request that failed before succeeded now)
+    must not continue training on records its checkpoint never saw."""
+    import pytorch_lightning as pl
+
+    from tailkd.training import DistillDataModule, DistillModule, Encoder
+    from tailkd.training.checkpoints import Checkpoints
+
+    from helpers import chain_task, records, tiny_student
+
+    def fit(recs, run):
+        student = tiny_student()
+        datamodule = DistillDataModule(recs, [], Encoder(student.tokenizer, True, 128), 4, 4)
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        return Checkpoints(tmp_path / "ckpt", 1, tmp_path / run).fit("train", trainer,
+                                                                       DistillModule(student, chain_task(), lr=1e-3),
+                                                                       datamodule)
+
+    assert fit(records(8), "a").restored is None
+    assert fit(records(8), "b").restored == "done"  # the same records: the finished stage is reused
+    changed = records(8)
+    changed[3].target = " something else entirely. The answer is 1."
+    assert fit(changed, "c").restored is None and "trained on other data" in caplog.text

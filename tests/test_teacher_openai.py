@@ -353,6 +353,13 @@ def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-dead", cache.host, pid, time.time() + 600))
     cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-live", cache.host, os.getppid(), time.time() + 600))
     cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-old", "elsewhere", 1, time.time() - 1))
+    cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-slow", cache.host, os.getppid(), time.time() - 5))
+    cache._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", ("k-away", "elsewhere", 1, time.time() + 600))
     assert cache.claim("k-dead", 60) and cache.claim("k-old", 60)
     assert not cache.claim("k-live", 60)
+    assert not cache.claim("k-slow", 60)  # a live process on this machine keeps its claim past the lease
+    assert not cache.claim("k-away", 60)  # another machine's claim holds until its lease ends
     assert cache.claim("k-new", 60) and cache.claim("k-new", 60)  # ours: re-entrant
+    cache.renew(["k-new"], 3600)
+    expires = cache._db.execute("SELECT expires FROM claims WHERE key = 'k-new'").fetchone()[0]
+    assert expires > time.time() + 3000

@@ -1,8 +1,8 @@
 """``tailkd-eval``: score a distilled student (or any model) on a task's test split.
 
 ``model=`` is a tailkd run folder, a model folder (or LoRA adapter folder), or a hub id. A run folder
-(or its ``student/``) brings the run's task, decoding and precision settings, so the score is the one
-the run reported, unless ``task=``/``task.*`` is given on the command line.
+(or its ``student/``) brings the run's task, stop rules, dtype, decoding and precision settings, so the
+score is the one the run reported, unless ``task=``/``task.*`` is given on the command line.
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ def load_model(location: str, arch: str, dtype: str, run_cfg: DictConfig | None,
     return student
 
 
+def _run_results(source_run: Path | None) -> dict[str, Any]:
+    import json
+
+    path = source_run / "results.json" if source_run is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
 def majority_votes(student, task, examples, k: int, temperature: float, batch_size: int, stop, seed: int):
     from tailkd.signals.self_consistency import sample_texts, summarise
 
@@ -106,8 +113,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             "paths": OmegaConf.to_container(cfg.paths, resolve=True)})
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.merge(cfg, eff), resolve=True))
     data = P.load_data(eff)
-    student = load_model(location, arch, str(cfg.dtype), run_cfg, P.cache_dir(cfg))
+    dtype = cfg.dtype or (run_cfg.student.get("dtype") if run_cfg is not None else None) or "float32"
+    student = load_model(location, arch, str(dtype), run_cfg, P.cache_dir(cfg))
     stop = list(eff.task.get("until") or [])
+    run_results = _run_results(source_run)
+    if task_node is not cfg.task and run_results.get("stop_strings") is not None:
+        stop = list(run_results["stop_strings"])  # the run's own: it dropped those found inside its targets
     module = DistillModule(student, data.task, lr=1.0, stop=stop, eval_prompt_prefix=prefix)
     trainer = build_trainer(eff.trainer.pl, [], run_dir)
     datamodule = EvalDataModule(data.test, eff.trainer.eval_batch_size)
@@ -115,12 +126,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "model": str(cfg.model), "loaded_from": location, "source_run": str(source_run) if source_run else None,
         "task": data.task.name, "task_version": data.task.version, "num_test_examples": len(predictions),
-        "test_accuracy": accuracy, "prompt_prefix": prefix,
+        "test_accuracy": accuracy, "prompt_prefix": prefix, "stop_strings": stop, "dtype": str(dtype),
     }
-    if source_run is not None and (source_run / "results.json").is_file():
-        import json
-
-        results["run_test_accuracy"] = json.loads((source_run / "results.json").read_text()).get("test_accuracy")
+    if run_results:
+        results["run_test_accuracy"] = run_results.get("test_accuracy")
     if k is not None:
         with P.inference(eff, student, trainer):
             votes = majority_votes(student, data.task, data.test, int(k), float(cfg.eval.temperature),

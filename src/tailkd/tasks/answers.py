@@ -2,8 +2,8 @@
 
 A task names its answer type (``number``, ``yesno`` or ``choice``) and a regex whose first group holds
 the answer span ("The answer is ..."). Extraction takes the last match of that pattern and reads the
-value its first sentence concludes with (for numbers, the one after its last "=": "The answer is
-5 - 3 = 2." is 2); when the pattern does not match, or its span holds no answer of the type, it falls back to the last answer of
+value its first sentence concludes with (for numbers, the one after its last "=" when an expression
+stands before it: "The answer is 5 - 3 = 2." is 2, "The answer is 12 = 3 x 4." is 12); when the pattern does not match, or its span holds no answer of the type, it falls back to the last answer of
 the type anywhere in the text. The fallback is what keeps an untrained student's accuracy honest
 instead of zero by format alone; ``fallback: false`` turns it off for strict scoring.
 """
@@ -22,6 +22,7 @@ from tailkd.errors import ConfigError
 _NUMBER = re.compile(
     r"(?<![\w.])(?<![A-Za-z][-−–])([-−–]?)\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)(?![\d])"
 )
+_EXPRESSION = re.compile(r"[\d)]\s*[-−+*/x×·÷]\s*[$(]?\s*\d")  # an operation between numbers
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 _YESNO_MAP = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 # Parenthesised letters first: a bare capital "A" is more often an article than a choice.
@@ -156,8 +157,11 @@ class AnswerExtractor:
                 # stop ends a sentence when a space or the end follows: not in "2.5" or "d.c")
                 head = re.split(r"\.(?=\s|$)|\n", span.strip(), maxsplit=1)[0]
                 if self.type.name == "number" and "=" in head:
-                    # "5 - 3 = 2": the sentence concludes with the value after its last "="
-                    head = head.rsplit("=", 1)[1]
+                    left, right = head.rsplit("=", 1)
+                    # "5 - 3 = 2": an expression concludes with the value after its last "="; in
+                    # "12 = 3 x 4" the answer stands before it, the rest only explains it
+                    if _EXPRESSION.search(left):
+                        head = right
                 answer = self.normalise(head, choices)
                 if answer is not None:
                     return answer

@@ -6,8 +6,9 @@ completion is committed the moment it arrives, so a crash loses nothing already 
 Claims keep parallel jobs from paying twice: before a process sends a request it claims the request's
 key in the same database (one transaction: no other live claim, then ours), and the others wait for
 the answer to land in the cache instead of sending it too. A claim is released when its answer is
-stored or its request given up; a claim left by a killed process is taken over at once when that
-process was on this machine and is gone, and otherwise when its lease runs out.
+stored or its request given up. A claim of a live process on this machine holds however long its
+retries take; one left by a process that is gone is taken over at once. A claim from another machine
+holds until its lease runs out, and its owner renews the lease before every attempt.
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ class CompletionCache:
                     self._db.execute("COMMIT")  # stored since the caller looked: read it, do not buy it
                     return False
                 row = self._db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-                if row is not None and (row[0], row[1]) != (self.host, self.pid) and row[2] > now:
-                    if row[0] != self.host or _alive(row[1]):
+                if row is not None and (row[0], row[1]) != (self.host, self.pid):
+                    # a live process on this machine keeps its claim however long it takes; another
+                    # machine's claim holds until its lease (renewed before every attempt) runs out
+                    held = _alive(row[1]) if row[0] == self.host else row[2] > now
+                    if held:
                         self._db.execute("COMMIT")
                         return False
                 self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
@@ -103,6 +107,12 @@ class CompletionCache:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def renew(self, keys, lease_s: float) -> None:
+        """Extend this process's claims on ``keys``: it is still working on them (a retry)."""
+        with self._lock:
+            self._db.executemany("UPDATE claims SET expires = ? WHERE key = ? AND host = ? AND pid = ?",
+                                 [(time.time() + lease_s, k, self.host, self.pid) for k in keys])
 
     def release(self, key: str) -> None:
         with self._lock:

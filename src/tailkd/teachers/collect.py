@@ -210,6 +210,10 @@ class Collector:
                         break
                 if elsewhere:
                     for item in self._poll_elsewhere(elsewhere, guard, results, bar, queue, waiting):
+                        if self._fatal:  # nothing more is sent once a request failed for good
+                            guard.settle(item[2], None)
+                            self.cache.release(self._key(item[1]))
+                            continue
                         in_flight[pool.submit(self._call, [item[1]])] = [item]
                 if not in_flight and not elsewhere:
                     break
@@ -307,6 +311,8 @@ class Collector:
         attempts = [0] * len(requests)
         pending = list(range(len(requests)))
         for attempt in range(self.retry.max_attempts):
+            if self.cache is not None:  # still ours: another machine's job must keep waiting for it
+                self.cache.renew([self._key(requests[i]) for i in pending], self.claim_lease_s)
             try:
                 answers = self.backend.complete([requests[i] for i in pending])
             except Exception as err:  # a backend bug must not kill the other requests in flight

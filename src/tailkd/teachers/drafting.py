@@ -81,6 +81,7 @@ class DraftQuestion:
 @dataclass
 class DraftCounts:
     asked: int = 0
+    bought: int = 0  # answers received (what the budget allowed)
     unparseable: int = 0
     duplicates: int = 0
     like_test: int = 0
@@ -134,14 +135,14 @@ def render(template: str, name: str, **values: Any) -> str:
         raise ConfigError(f"method.{name} does not render: {err}") from err
 
 
-def draft_questions(collector: Collector, pool: Sequence[Example], test: Sequence[Example], *, wanted: int,
+def draft_questions(collector: Collector, pool: Sequence[Example], keep: QuestionFilter, *, wanted: int,
                     seeds_per_prompt: int, template: str, temperature: float, rng: random.Random,
-                    threshold: float, id_prefix: str, budget=None, max_rounds: int = 20,
+                    id_prefix: str, budget=None, max_rounds: int = 20,
                     batch: int = 16) -> tuple[list[DraftQuestion], DraftCounts]:
-    """Up to ``wanted`` new, distinct questions, each written from ``seeds_per_prompt`` questions of
-    ``pool``; stops early when the budget buys nothing more (or after ``max_rounds`` rounds of asking)."""
+    """Up to ``wanted`` new questions, each written from ``seeds_per_prompt`` questions of ``pool`` and
+    kept only if ``keep`` (shared by every drafting call of a run) has seen nothing like it; stops early
+    when the budget buys nothing more (or after ``max_rounds`` rounds of asking)."""
     counts = DraftCounts()
-    keep = QuestionFilter([e.question for e in pool], [e.question for e in test], threshold)
     drafts: list[DraftQuestion] = []
     for _ in range(max_rounds):
         if len(drafts) >= wanted:
@@ -154,6 +155,7 @@ def draft_questions(collector: Collector, pool: Sequence[Example], test: Sequenc
                     for i, (_, text) in enumerate(asks)]
         counts.asked += len(requests)
         bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}
+        counts.bought += len(bought)
         if not bought:
             break
         for request, (seeds, text) in zip(requests, asks):

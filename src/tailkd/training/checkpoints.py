@@ -7,8 +7,9 @@ finds them; ``resume=PATH`` finds them through the config of the run in PATH. Ea
 (``trainer.fit`` call) has a sub-folder: ``last.ckpt`` every ``trainer.checkpoint_every_n_steps``
 optimiser steps (model, optimiser, schedule, loop position, RNG), and ``done.ckpt`` (weights and
 RNG) once the stage ended, so a resumed run skips finished stages. Everything before training
-(teacher answers, signals) is recomputed from the teacher and signal caches, which is free and
-exact. The folder is deleted when the run finishes; a lock keeps two live runs of one config from
+(teacher answers, signals) is recomputed from the teacher and signal caches; each checkpoint records a
+digest of the records its stage trained on, and a stage whose records came out different (a request
+that failed before and succeeded now) is trained again from its start rather than continued. The folder is deleted when the run finishes; a lock keeps two live runs of one config from
 sharing it.
 """
 
@@ -76,6 +77,19 @@ class _StepCheckpoint(pl.Callback):
         _atomic_save(trainer, self.folder / "last.ckpt")
 
 
+def records_digest(records) -> str:
+    """What a stage trains on: every record's id, prompt, target and weight, in order."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps([r.id, r.prompt, r.target, r.aux_prompt, r.aux_target, round(r.weight, 9)]).encode())
+    return digest.hexdigest()[:20]
+
+
+def _load(path: Path) -> dict:
+    """A checkpoint, memory-mapped: reading its small fields does not read its tensors."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
 def _atomic_save(trainer: pl.Trainer, path: Path, weights_only: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     trainer.save_checkpoint(tmp, weights_only=weights_only)
@@ -85,7 +99,7 @@ def _atomic_save(trainer: pl.Trainer, path: Path, weights_only: bool = False) ->
 class Checkpoints:
     """The checkpoints of one run (see the module docstring). ``folder=None`` turns them off."""
 
-    def __init__(self, folder: Path | None, every_n_steps: int | None, run_dir: Path):
+    def __init__(self, folder: Path | None, every_n_steps: int | None, run_dir: Path, fresh: bool = False):
         self.folder = Path(folder) if folder is not None else None
         self.every_n_steps = every_n_steps
         self.resumed_from: str | None = None
@@ -103,6 +117,9 @@ class Checkpoints:
             self.folder = None
             return
         self._lock = lock
+        if fresh:  # resume=false: an earlier run's checkpoints go, under the lock (never a live run's)
+            for path in self.folder.rglob("*.ckpt"):
+                path.unlink()
         owner = self.folder / "run.json"
         if owner.exists() and any(p.suffix == ".ckpt" for p in self.folder.rglob("*.ckpt")):
             self.resumed_from = json.loads(owner.read_text()).get("run_dir")
@@ -120,15 +137,24 @@ class Checkpoints:
         folder = self.folder / stage
         folder.mkdir(exist_ok=True)
         done, last = folder / "done.ckpt", folder / "last.ckpt"
+        module.records_digest = records_digest(datamodule.records)
+        for path in (done, last):
+            if path.is_file() and _load(path).get("tailkd_records") != module.records_digest:
+                # a teacher request that failed before may have succeeded now, the code may have changed:
+                # continuing on other data would be neither run; this stage trains again from its start
+                log.warning("stage %s: the checkpoint %s was trained on other data than this run has; training "
+                            "the stage again", stage, path)
+                done.unlink(missing_ok=True)
+                last.unlink(missing_ok=True)
         if done.is_file():
-            state = torch.load(done, map_location="cpu", weights_only=False)
+            state = _load(done)
             module.load_state_dict(state["state_dict"])
             module.on_load_checkpoint(state)
             log.info("stage %s finished before: its weights are restored from %s", stage, done)
             return Fitted(int(state["global_step"]), "done")
         restored = None
         if last.is_file():
-            state = torch.load(last, map_location="cpu", weights_only=False)
+            state = _load(last)
             epoch, batches = state.get("tailkd_data_position") or (state["epoch"], 0)
             batches_per_epoch = -(-len(datamodule.records) // datamodule.batch_size)
             if batches >= batches_per_epoch:

@@ -68,6 +68,7 @@ class DistillModule(pl.LightningModule):
         self.log_prefix = ""  # "warmup/" while a two-stage method warms the student up
         self.predictions: list[dict[str, Any]] = []
         self.data_position: tuple[int, int] | None = None
+        self.records_digest: str | None = None
         self._fused = False
 
     # -- training ----------------------------------------------------------------------------------
@@ -113,6 +114,8 @@ class DistillModule(pl.LightningModule):
         checkpoint["tailkd_rng"] = rng_states()
         if self.data_position is not None:  # (epoch, batches of it done): where the data order resumes
             checkpoint["tailkd_data_position"] = self.data_position
+        if self.records_digest is not None:  # what it was trained on: a resume must train on the same
+            checkpoint["tailkd_records"] = self.records_digest
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "tailkd_rng" in checkpoint:

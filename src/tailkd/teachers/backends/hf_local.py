@@ -142,7 +142,8 @@ class HFLocalBackend:
     Each request's chat messages are rendered with the tokenizer's chat template (generation
     prompt added) when it has one, else their contents are joined by blank lines. A whole batch is
     one ``generate`` call. Decoding parameters per request: ``temperature`` (0, the default, is
-    greedy), ``max_tokens`` (default 256) and ``stop`` (a string or list, cut after decoding).
+    greedy), ``max_tokens`` (the collector always sends one: ``teacher.max_tokens``, else 1024) and
+    ``stop`` (a string or list, cut after decoding).
     ``top_p``/``top_k`` are not applied: sampling is from the full tempered distribution.
 
     Reproducible batched sampling: sampling uses no global RNG. A sampled request's seed is a hash of
@@ -163,7 +164,9 @@ class HFLocalBackend:
     def __init__(self, cfg: Mapping[str, Any], *, cache_dir: Path | None = None):
         pretrained = cfg.get("pretrained")
         if cfg.get("source") == "tiny":
-            pretrained = f"tiny-init{int(cfg.get('init_seed', 0))}"
+            size = cfg.get("size") or {}
+            pretrained = (f"tiny-init{int(cfg.get('init_seed', 0))}-v{cfg.get('vocab_size', 512)}-"
+                          f"{'-'.join(f'{k}{v}' for k, v in sorted(dict(size).items()))}")
             self._tiny = {k: cfg.get(k) for k in ("vocab_size", "size", "init_seed") if cfg.get(k) is not None}
         if pretrained is None or not str(pretrained).strip():
             raise ConfigError("teacher.pretrained is required for backend hf_local: a hub id, a local folder "

@@ -150,9 +150,7 @@ class SimulatedBackend:
             else:
                 kind = "wrong_answer"
                 answer = _wrong_answer(example.answer, task.extractor.type.name, example, rng)
-                if rest:
+                if rest:  # (a student right throughout keeps its steps: only the stated answer is wrong)
                     rest = _replace_last(rest, example.answer, answer)
-                elif kept:
-                    kept = _replace_last(kept, example.answer, answer)
         rationale = " ".join(p for p in (kept, rest) if p) or None
         return task.target(rationale, answer).strip(), kind
