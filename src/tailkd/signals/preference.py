@@ -78,34 +78,51 @@ def one_shot_scores(student: Student, task: Task, demos: Sequence[Demonstration]
 @torch.no_grad()
 def continuation_logprobs(student: Student, prompts: Sequence[str], continuations: Sequence[str], *,
                           batch_size: int) -> list[float]:
-    """log p(continuation | prompt) under the student, one teacher-forced pass per batch (decoder-only;
-    an encoder-decoder reads the prompt and scores the continuation as its target)."""
+    """log p(continuation | prompt) under the student, one teacher-forced pass per batch. A decoder
+    reads left-padded rows (positions counted from each row's first real token) and keeps the logits of
+    the last few positions only: the continuations end every row, and a vocabulary of 50k-150k entries
+    times every position of 32 one-shot prompts would cost gigabytes. An encoder-decoder reads the
+    prompt and scores the continuation as its target."""
     tok, model = student.tokenizer, student.model
     out: list[float] = []
     with eval_mode(model):
         for start in range(0, len(prompts), batch_size):
             pieces = [(tok(p, add_special_tokens=True)["input_ids"], tok(c, add_special_tokens=False)["input_ids"])
                       for p, c in zip(prompts[start:start + batch_size], continuations[start:start + batch_size])]
-            if student.is_causal:
-                seqs = [p + c for p, c in pieces]
-                labels = [[-100] * len(p) + c for p, c in pieces]
-            else:
-                seqs, labels = [p for p, _ in pieces], [c for _, c in pieces]
-            width, lwidth = max(map(len, seqs)), max(map(len, labels))
-            ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            target = torch.full((len(seqs), lwidth), -100, dtype=torch.long)
-            for i, (s, lab) in enumerate(zip(seqs, labels)):
-                ids[i, : len(s)], mask[i, : len(s)], target[i, : len(lab)] = torch.tensor(s), 1, torch.tensor(lab)
-            kwargs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
-            if not student.is_causal:
-                kwargs["labels"] = target.to(model.device)
-            logits = model(**kwargs).logits.float().cpu()
-            if student.is_causal:
-                logits, target = logits[:, :-1], target[:, 1:]
-            logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
-            out += (logp * (target != -100)).sum(dim=1).tolist()
+            out += _causal_logprobs(model, tok, pieces) if student.is_causal else _seq2seq_logprobs(model, tok, pieces)
     return out
+
+
+def _causal_logprobs(model, tok, pieces) -> list[float]:
+    seqs = [p + c for p, c in pieces]
+    width = max(map(len, seqs))
+    keep = max(len(c) for _, c in pieces) + 1
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                   position_ids=positions.to(model.device), logits_to_keep=keep).logits[:, -keep:].float().cpu()
+    out = []
+    for i, (_, c) in enumerate(pieces):
+        # the kept logits at k-1-len(c) .. k-2 predict the continuation's tokens
+        rows = logits[i, keep - 1 - len(c): keep - 1]
+        out.append(torch.log_softmax(rows, -1).gather(-1, torch.tensor(c)[:, None]).sum().item())
+    return out
+
+
+def _seq2seq_logprobs(model, tok, pieces) -> list[float]:
+    width, lwidth = max(len(p) for p, _ in pieces), max(len(c) for _, c in pieces)
+    ids = torch.full((len(pieces), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(pieces), lwidth), -100, dtype=torch.long)
+    for i, (p, c) in enumerate(pieces):
+        ids[i, : len(p)], mask[i, : len(p)], labels[i, : len(c)] = torch.tensor(p), 1, torch.tensor(c)
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                   labels=labels.to(model.device)).logits.float().cpu()
+    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    return (logp * (labels != -100)).sum(dim=1).tolist()
 
 
 def preference_set(student: Student, task: Task, candidates: Sequence[Example], probes: Sequence[Demonstration],
