@@ -54,11 +54,36 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default backlog of 5 drops connections when many clients start at once
 
 
+def _completion(body: dict, salt: int, cached_tokens: int = 0) -> dict:
+    prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+    text = answer(prompt, salt=salt)
+    usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(cached_tokens, usage["prompt_tokens"])}
+    return {"id": f"chatcmpl-{salt}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"), "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop", "logprobs": None}]}
+
+
 class FakeOpenAI:
+    """Also a fake Batch API: ``POST /v1/files`` (multipart upload), ``POST /v1/batches``,
+    ``GET /v1/batches/{id}`` and ``GET /v1/batches``, ``GET /v1/files/{id}/content``. A batch completes
+    ``batch_latency_s`` after it was created; ``batch_fail_rate`` of its requests fail (seeded), and
+    with ``batch_expire_after=n`` it expires with only its first n requests answered. ``batches``
+    holds every batch created (what was submitted, and so paid for)."""
+
     def __init__(self, *, fail_rate: float = 0.0, faults: Sequence[str] = ALL_FAULTS, latency_s: float = 0.0,
-                 stall_s: float = 1.0, retry_after_s: float = 0.02, seed: int = 0):
+                 stall_s: float = 1.0, retry_after_s: float = 0.02, seed: int = 0, cached_tokens: int = 0,
+                 batch_latency_s: float = 0.0, batch_fail_rate: float = 0.0, batch_expire_after: int | None = None):
         self.fail_rate, self.faults, self.latency_s = fail_rate, tuple(faults), latency_s
         self.stall_s, self.retry_after_s = stall_s, retry_after_s
+        self.cached_tokens = cached_tokens
+        self.batch_latency_s, self.batch_fail_rate, self.batch_expire_after = batch_latency_s, batch_fail_rate, batch_expire_after
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._batch_rng = random.Random(seed + 1)
         self.requests: list[dict[str, Any]] = []  # {"path", "headers", "body", "fault", "time"}
         self.in_flight = self.max_in_flight = 0
         self._rng = random.Random(seed)
@@ -118,18 +143,92 @@ class FakeOpenAI:
         with self._lock:
             self.in_flight -= 1
 
+    # -- the Batch API ----------------------------------------------------------------------------
+    def _new_file(self, content: bytes) -> str:
+        with self._lock:
+            file_id = f"file-{len(self.files)}"
+            self.files[file_id] = content
+            return file_id
+
+    def _create_batch(self, body: dict) -> dict:
+        with self._lock:
+            batch_id = f"batch_{len(self.batches)}"
+            lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line.strip()]
+            self.batches[batch_id] = {"id": batch_id, "created": time.monotonic(), "input": lines,
+                                      "input_file_id": body["input_file_id"], "metadata": body.get("metadata") or {},
+                                      "status": "validating", "output_file_id": None, "error_file_id": None}
+        return self._batch_view(batch_id)
+
+    def _batch_view(self, batch_id: str) -> dict:
+        with self._lock:
+            batch = self.batches[batch_id]
+            if batch["status"] in ("validating", "in_progress") and \
+                    time.monotonic() - batch["created"] >= self.batch_latency_s:
+                self._finish(batch)
+            elif batch["status"] == "validating":
+                batch["status"] = "in_progress"
+            done = batch.get("counts", {"completed": 0, "failed": 0})
+            return {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                    "input_file_id": batch["input_file_id"], "completion_window": "24h", "status": batch["status"],
+                    "output_file_id": batch["output_file_id"], "error_file_id": batch["error_file_id"],
+                    "created_at": int(time.time()), "metadata": batch["metadata"],
+                    "request_counts": {"total": len(batch["input"]), **done}}
+
+    def _finish(self, batch: dict) -> None:
+        out, err = [], []
+        for i, line in enumerate(batch["input"]):
+            cid = line["custom_id"]
+            if self.batch_expire_after is not None and i >= self.batch_expire_after:
+                err.append({"id": f"req_{i}", "custom_id": cid, "response": None,
+                            "error": {"code": "batch_expired", "message": "not completed in time"}})
+            elif self._batch_rng.random() < self.batch_fail_rate:
+                err.append({"id": f"req_{i}", "custom_id": cid, "response": {"status_code": 500, "body": {
+                    "error": {"message": "injected batch item failure"}}}, "error": None})
+            else:
+                body = _completion(line["body"], salt=hash(cid) % 10_000, cached_tokens=self.cached_tokens)
+                out.append({"id": f"req_{i}", "custom_id": cid, "response": {"status_code": 200, "body": body},
+                            "error": None})
+        batch["status"] = "expired" if self.batch_expire_after is not None else "completed"
+        batch["counts"] = {"completed": len(out), "failed": len(err)}
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[name] = file_id
+
 
 def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # quiet
             pass
 
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path.endswith("/batches"):
+                with server._lock:
+                    ids = list(server.batches)
+                return self._send(200, {"object": "list", "data": [server._batch_view(i) for i in reversed(ids)],
+                                        "has_more": False})
+            if "/batches/" in path:
+                batch_id = path.rsplit("/", 1)[1]
+                if batch_id not in server.batches:
+                    return self._send(404, {"error": {"message": f"no batch {batch_id}"}})
+                return self._send(200, server._batch_view(batch_id))
+            if path.endswith("/content") and "/files/" in path:
+                file_id = path.split("/files/", 1)[1].split("/", 1)[0]
+                return self._send(200, server.files.get(file_id, b""), {"Content-Type": "application/octet-stream"})
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.rstrip("/").endswith("/files"):
+                return self._upload(raw)
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:
                 body = {"raw": raw.decode(errors="replace")}
+            if self.path.rstrip("/").endswith("/batches"):
+                return self._send(200, server._create_batch(body))
             headers = {k.lower(): v for k, v in self.headers.items()}
             fault = server._arrive(self.path, headers, body)
             try:
@@ -139,6 +238,17 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 pass
             finally:
                 server._leave()
+
+        def _upload(self, raw: bytes) -> None:
+            from email.parser import BytesParser
+            from email.policy import default
+
+            message = BytesParser(policy=default).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+            content = next(part.get_payload(decode=True) for part in message.iter_parts() if part.get_filename())
+            file_id = server._new_file(content)
+            self._send(200, {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                             "filename": "batch.jsonl", "purpose": "batch", "status": "processed"})
 
         def _respond(self, body: dict, headers: dict[str, str], fault: str | None) -> None:
             if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -154,16 +264,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 message = f"Incorrect API key provided: {key}" if fault == "401" else f"injected HTTP {fault}"
                 extra = {"Retry-After": str(server.retry_after_s)} if fault == "429" else {}
                 return self._send(int(fault), {"error": {"message": message, "type": "fake"}}, extra)
-            prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
-            text = answer(prompt, salt=server.count)
-            usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4)}
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            self._send(200, {
-                "id": f"chatcmpl-{server.count}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", "fake"), "usage": usage,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop", "logprobs": None}],
-            })
+            self._send(200, _completion(body, salt=server.count, cached_tokens=server.cached_tokens))
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

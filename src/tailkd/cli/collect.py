@@ -24,6 +24,8 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = load_data(cfg)
+    if cfg.get("collect", {}).get("dry_run"):
+        return dry_run(cfg, data, run_dir)
     annotations, spend = buy_annotations(cfg, data, run_dir)
     results = {
         "task": data.task.name,
@@ -40,6 +42,25 @@ def run(cfg: DictConfig) -> dict:
              spend["teacher_cache_hits"], spend["teacher_paid_usd"], run_dir / "annotations.jsonl")
     print(json.dumps(results, indent=2))
     return results
+
+
+def dry_run(cfg: DictConfig, data, run_dir: Path) -> dict:
+    """``collect.dry_run=true``: the estimate for the configured budget, printed and in estimate.json;
+    nothing is sent, nothing is written to the ledger."""
+    from tailkd.methods.annotate import buying_order, make_collector
+
+    collector = make_collector(cfg, data, run_dir / ".dry-run")
+    estimate = collector.estimate(buying_order(cfg, data), expected_output_tokens=int(cfg.collect.expected_output_tokens))
+    estimate.update(task=data.task.name, teacher_backend=cfg.teacher.backend, teacher_model=collector.backend.model)
+    (run_dir / "estimate.json").write_text(json.dumps(estimate, indent=2) + "\n")
+    print(f"{estimate['requests']} requests to send ({estimate['already_cached']} more answered from the cache, free) "
+          f"for {data.task.name} with {estimate['teacher_model']}:\n"
+          f"  worst case: {estimate['worst_case_tokens']} tokens, {estimate['worst_case_usd']['live']:.4f} USD live, "
+          f"{estimate['worst_case_usd']['batch']:.4f} USD batch\n"
+          f"  expected:   {estimate['expected_tokens']} tokens, {estimate['expected_usd']['live']:.4f} USD live, "
+          f"{estimate['expected_usd']['batch']:.4f} USD batch\n"
+          f"nothing was sent; {run_dir / 'estimate.json'}")
+    return estimate
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="collect")

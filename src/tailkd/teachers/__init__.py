@@ -37,6 +37,13 @@ def build_collector(
     except TypeError as err:
         raise ConfigError(f"teacher.retry: {err}") from err
     params = {k: teacher.get(k) for k in ("temperature", "max_tokens", "top_p") if teacher.get(k) is not None}
+    price = resolve_price(backend.model, teacher.get("price"))
+    cache = CompletionCache(Path(cache_dir) / CACHE_FILE) if backend.cacheable else None
+    lease = float(teacher.get("claim_lease_s") or 600.0)
+    if teacher.get("mode") == "batch":  # a batch may take hours: other machines wait on its claims as long
+        lease = max(lease, float((teacher.get("batch") or {}).get("max_wait_s", 86400)))
+    if hasattr(backend, "attach"):
+        backend.attach(cache, price, progress)
     return Collector(
         backend,
         task,
@@ -44,13 +51,13 @@ def build_collector(
         system_prompt=teacher.get("system_prompt"),
         params=params,
         n_samples=int(teacher.get("n_samples", 1)),
-        price=resolve_price(backend.model, teacher.get("price")),
+        price=price,
         budget=Budget.from_cfg(budget),
-        cache=CompletionCache(Path(cache_dir) / CACHE_FILE) if backend.cacheable else None,
+        cache=cache,
         ledger=Ledger(ledger_path),
         retry=retry_policy,
         progress=progress,
-        claim_lease_s=float(teacher.get("claim_lease_s") or 600.0),
+        claim_lease_s=lease,
     )
 
 

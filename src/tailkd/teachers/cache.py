@@ -43,6 +43,17 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 
+_BATCHES = """
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    digest TEXT PRIMARY KEY,
+    batch_id TEXT,
+    keys TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -63,6 +74,7 @@ class CompletionCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._db.execute(_CLAIMS)
+        self._db.execute(_BATCHES)
         self.host, self.pid = socket.gethostname(), os.getpid()
 
     def get(self, key: str) -> tuple[Completion, float] | None:
@@ -117,6 +129,24 @@ class CompletionCache:
     def release(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM claims WHERE key = ? AND host = ? AND pid = ?", (key, self.host, self.pid))
+
+    # -- Batch API jobs: recorded before they are submitted, so a restart polls instead of paying again --
+    def batch_jobs(self, keys) -> list[tuple[str, str | None, list[str]]]:
+        """(digest, batch id or None, keys) of every unfinished job holding one of ``keys``."""
+        wanted = set(keys)
+        with self._lock:
+            rows = self._db.execute("SELECT digest, batch_id, keys FROM batch_jobs WHERE status = 'pending'").fetchall()
+        return [(d, b, k) for d, b, raw in rows if wanted & set(k := json.loads(raw))]
+
+    def record_batch_job(self, digest: str, keys, batch_id: str | None = None) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO batch_jobs VALUES (?, ?, ?, 'pending', ?) ON CONFLICT(digest) DO UPDATE "
+                             "SET batch_id = COALESCE(excluded.batch_id, batch_id), status = 'pending'",
+                             (digest, batch_id, json.dumps(sorted(keys)), time.time()))
+
+    def finish_batch_job(self, digest: str, status: str = "done") -> None:
+        with self._lock:
+            self._db.execute("UPDATE batch_jobs SET status = ? WHERE digest = ?", (status, digest))
 
     def __len__(self) -> int:
         with self._lock:

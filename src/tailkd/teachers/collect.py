@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
 from tailkd.teachers.backends.base import Backend, Completion, TeacherCallError, TeacherRequest
-from tailkd.teachers.base import Annotation, split_rationale
+from tailkd.teachers.base import Annotation, approx_tokens, split_rationale
 from tailkd.teachers.budget import Budget, BudgetGuard, Spend
 from tailkd.teachers.cache import CompletionCache
 from tailkd.teachers.ledger import Ledger
@@ -174,6 +174,44 @@ class Collector:
         max_in = sum(len(c.encode()) + _MESSAGE_OVERHEAD_TOKENS for _, c in request.messages)
         return Spend(1, max_in + max_out, self.price.cost(max_in, max_out))
 
+    # -- an estimate before paying ---------------------------------------------------------------
+    def estimate(self, order: Sequence[Example], budget: Budget | None = None,
+                 expected_output_tokens: int = 200) -> dict[str, Any]:
+        """What collecting ``order`` would send and cost, sending nothing: the requests the budget's
+        caps let through (each request's worst case, in order; answers already cached are free and
+        counted apart), their worst-case and expected tokens, and USD live and in batch mode (the
+        list price, and what a batch would be billed). Expected: the prompt at four characters a
+        token, ``expected_output_tokens`` out (at most each request's limit)."""
+        budget = budget or self.budget
+        guard = BudgetGuard(budget)
+        requests = [r for e in order for r in self.requests_for(e)]
+        worst, expected, cached, sent = Spend(), Spend(), 0, 0
+        for request in requests:
+            key = self._key(request)
+            hit = self.cache.get(key) if key else None
+            if hit is not None:
+                completion, cost = hit
+                if not guard.try_charge(Spend(1, completion.input_tokens + completion.output_tokens, cost)):
+                    break
+                cached += 1
+                continue
+            bound = self._worst_case(request)
+            if not guard.try_reserve(bound):
+                break
+            sent += 1
+            worst = worst + bound
+            tokens_in = approx_tokens(request.prompt)
+            tokens_out = min(int(expected_output_tokens), int(request.param("max_tokens")))
+            expected = expected + Spend(1, tokens_in + tokens_out, self.price.cost(tokens_in, tokens_out))
+        discount = self.price.batch_discount
+        return {
+            "requests": sent, "already_cached": cached, "questions_in_order": len(order),
+            "worst_case_tokens": worst.tokens, "expected_tokens": expected.tokens,
+            "worst_case_usd": {"live": round(worst.usd, 6), "batch": round(worst.usd * discount, 6)},
+            "expected_usd": {"live": round(expected.usd, 6), "batch": round(expected.usd * discount, 6)},
+            "price_per_1m": {"input": self.price.input_per_1m, "output": self.price.output_per_1m},
+        }
+
     # -- the run -----------------------------------------------------------------------------------
     def collect(self, order: Sequence[Example], budget: Budget | None = None) -> list[Annotation]:
         """Annotations for the questions in ``order``, bought in that order until the budget (the
@@ -327,7 +365,10 @@ class Collector:
                         self.cache.put(key, self.backend.name, answer, cost)
                         self.cache.release(key)
                     status = "replayed" if self.backend.name == "recorded" else "paid"
-                    self._log(requests[i], answer, cost, status, attempts[i])
+                    charged = 0.0 if status == "replayed" else self.price.charged(
+                        answer.input_tokens, answer.output_tokens, int(answer.meta.get("cached_input_tokens", 0)),
+                        batch=bool(answer.meta.get("batch")))
+                    self._log(requests[i], answer, cost, status, attempts[i], charged=charged)
                     outcomes[i] = _Outcome(answer, cost, None, attempts[i])
                 elif answer.fatal:
                     self._fatal = str(answer)
@@ -387,9 +428,12 @@ class Collector:
             meta={**completion.meta, "cache_hit": cache_hit},
         )
 
-    def _log(self, request: TeacherRequest, completion: Completion, cost: float, status: str, attempts: int) -> None:
+    def _log(self, request: TeacherRequest, completion: Completion, cost: float, status: str, attempts: int,
+             charged: float = 0.0) -> None:
+        """``cost``: the list cost the budget and comparisons use; ``charged``: what was billed now
+        (0 for a cache hit or a replay; cached prompt tokens and the Batch API billed at their rates)."""
         self.ledger.record(
             example_id=request.example_id, sample_index=request.sample_index, backend=self.backend.name,
             model=completion.model, status=status, input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens, cost_usd=cost, attempts=attempts,
+            output_tokens=completion.output_tokens, cost_usd=cost, charged_usd=round(charged, 9), attempts=attempts,
         )

@@ -19,8 +19,9 @@ class Ledger:
     the cache: bought earlier, by this or another run), ``replayed`` (read from a recorded teacher's
     file: bought when it was recorded) or ``failed`` (given up after retries, not charged).
 
-    ``teacher_cost_usd`` and ``teacher_queries`` count every answer used, whenever it was paid for, so
-    that runs compare at equal budget; ``teacher_paid_usd`` is what this run sent money for."""
+    ``teacher_cost_usd`` and ``teacher_queries`` count every answer used, whenever it was paid for, at
+    the list price, so that runs compare at equal budget; ``teacher_paid_usd`` is what this run was
+    billed (``charged_usd``: cached prompt tokens and the Batch API at their discounted rates)."""
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else None
@@ -54,7 +55,7 @@ class Ledger:
             row["queries"] += 1
             row["tokens"] += e["input_tokens"] + e["output_tokens"]
             row["cost_usd"] += e["cost_usd"]
-            row["paid_usd"] += e["cost_usd"] if e["status"] == "paid" else 0.0
+            row["paid_usd"] += e.get("charged_usd", e["cost_usd"]) if e["status"] == "paid" else 0.0
         return {k: {**v, "cost_usd": round(v["cost_usd"], 6), "paid_usd": round(v["paid_usd"], 6)}
                 for k, v in phases.items()}
 
@@ -64,7 +65,7 @@ class Ledger:
             "teacher_queries": len(used),
             "teacher_tokens": sum(e["input_tokens"] + e["output_tokens"] for e in used),
             "teacher_cost_usd": round(sum(e["cost_usd"] for e in used), 6),
-            "teacher_paid_usd": round(sum(e["cost_usd"] for e in used if e["status"] == "paid"), 6),
+            "teacher_paid_usd": round(sum(e.get("charged_usd", e["cost_usd"]) for e in used if e["status"] == "paid"), 6),
             "teacher_cache_hits": sum(e["status"] == "cache_hit" for e in used),
             "teacher_replayed": sum(e["status"] == "replayed" for e in used),
             "teacher_failures": sum(e["status"] == "failed" for e in self.entries),

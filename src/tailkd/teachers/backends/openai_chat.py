@@ -45,6 +45,20 @@ class OpenAIBackend:
         self.max_concurrency = int(cfg.get("max_concurrency", 8))
         if self.max_concurrency < 1:
             raise ConfigError(f"teacher.max_concurrency must be >= 1 (got {self.max_concurrency})")
+        self.mode = str(cfg.get("mode") or "live")
+        if self.mode not in ("live", "batch"):
+            raise ConfigError(f"teacher.mode={self.mode!r} is unknown; choose live or batch")
+        self.batch = None
+        if self.mode == "batch":
+            from tailkd.teachers.backends.openai_batch import BatchRunner
+
+            settings = dict(cfg.get("batch") or {})
+            self.batch = BatchRunner(self, settings)
+            # one call of complete() is one batch job; several jobs may wait at once
+            self.batch_size = int(settings.get("max_requests_per_batch", 1000))
+            self.max_concurrency = int(settings.get("max_in_flight", 4))
+            if self.batch_size < 1 or self.max_concurrency < 1:
+                raise ConfigError("teacher.batch.max_requests_per_batch and max_in_flight must be >= 1")
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -66,7 +80,26 @@ class OpenAIBackend:
                 self._clients[hash(key)] = client
             return client
 
+    def attach(self, cache, price, progress: bool = True) -> None:
+        """The collector's cache and prices: batch jobs are recorded in the cache database."""
+        if self.batch is not None:
+            self.batch.attach(cache, price, progress)
+
+    def request_body(self, request: TeacherRequest) -> dict[str, Any]:
+        """The chat-completions request body (as sent live, and as a batch file's line holds it)."""
+        body: dict[str, Any] = {"model": self.model, "messages": request.chat()}
+        for name in ("temperature", "max_tokens", "top_p", "seed"):
+            if request.param(name) is not None:
+                body[name] = request.param(name)
+        return body
+
     def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
+        if self.batch is not None:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
+                        ] * len(requests)
+            return [_scrubbed(r, key) for r in self.batch.complete(requests, key)]
         return [self._one(r) for r in requests]
 
     def _one(self, request: TeacherRequest) -> Completion | TeacherCallError:
@@ -75,10 +108,7 @@ class OpenAIBackend:
         key = os.environ.get(self.api_key_env)
         if not key:
             return TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.chat()}
-        for name in ("temperature", "max_tokens", "top_p", "seed"):
-            if request.param(name) is not None:
-                kwargs[name] = request.param(name)
+        kwargs = self.request_body(request)
         try:
             response = self._client(key).chat.completions.create(**kwargs)
         except openai.APIStatusError as err:
@@ -100,11 +130,31 @@ class OpenAIBackend:
         if not isinstance(text, str) or not text.strip():
             return TeacherCallError(_scrub(f"malformed response: no message content in {response!r:.200}", key),
                                     retryable=True)
-        usage = getattr(response, "usage", None)
-        input_tokens = getattr(usage, "prompt_tokens", None) or approx_tokens(request.prompt)
-        output_tokens = getattr(usage, "completion_tokens", None) or approx_tokens(text)
-        return Completion(text, int(input_tokens), int(output_tokens), getattr(response, "model", None) or self.model)
+        return completion_from(response, request, text, self.model)
+
+
+def _scrubbed(result, key: str):
+    if isinstance(result, TeacherCallError):
+        return TeacherCallError(_scrub(str(result), key), retryable=result.retryable, fatal=result.fatal)
+    return result
 
 
 def _scrub(message: str, key: str) -> str:
     return message.replace(key, "***") if key else message
+
+
+def completion_from(response: Any, request: TeacherRequest, text: str, model: str) -> Completion:
+    """A :class:`Completion` from a chat completion (an SDK object, or the dict a batch file holds):
+    the usage's token counts, and its cached prompt tokens, which are billed at their own rate."""
+    usage = _get(response, "usage")
+    input_tokens = _get(usage, "prompt_tokens") or approx_tokens(request.prompt)
+    output_tokens = _get(usage, "completion_tokens") or approx_tokens(text)
+    cached = _get(_get(usage, "prompt_tokens_details"), "cached_tokens") or 0
+    meta = {"cached_input_tokens": int(cached)} if cached else {}
+    return Completion(text, int(input_tokens), int(output_tokens), _get(response, "model") or model, meta)
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
