@@ -54,17 +54,36 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default backlog of 5 drops connections when many clients start at once
 
 
-def _completion(body: dict, salt: int, cached_tokens: int = 0) -> dict:
+REASONING = "First I read the numbers. Then I add and subtract them from left to right."
+
+
+def _completion(body: dict, salt: int, cached_tokens: int = 0, reasoning: str | None = None,
+                n_supported: bool = True) -> dict:
+    """A chat completion; ``reasoning``: "field" answers as a reasoning model behind vLLM's parser
+    (``reasoning_content``), "think" puts a ``<think>`` block in the content."""
     prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
     text = answer(prompt, salt=salt)
-    usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4)}
+    message = {"role": "assistant", "content": text}
+    thought = math.ceil(len(REASONING) / 4) if reasoning else 0
+    if reasoning == "field":
+        message["reasoning_content"] = REASONING
+    elif reasoning == "think":
+        message["content"] = f"<think>{REASONING}</think>\n{text}"
+    usage = {"prompt_tokens": math.ceil(len(prompt) / 4), "completion_tokens": math.ceil(len(text) / 4) + thought}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if thought:
+        usage["completion_tokens_details"] = {"reasoning_tokens": thought}
     if cached_tokens:
         usage["prompt_tokens_details"] = {"cached_tokens": min(cached_tokens, usage["prompt_tokens"])}
+    choices = [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}]
+    for i in range(1, int(body.get("n") or 1) if n_supported else 1):  # more samples of the same prompt
+        other = f"{text} (sample {i})"
+        choices.append({"index": i, "message": {"role": "assistant", "content": other}, "finish_reason": "stop",
+                        "logprobs": None})
+        usage["completion_tokens"] += math.ceil(len(other) / 4)
+        usage["total_tokens"] += math.ceil(len(other) / 4)
     return {"id": f"chatcmpl-{salt}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"), "usage": usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": None}]}
+            "model": body.get("model", "fake"), "usage": usage, "choices": choices}
 
 
 class FakeOpenAI:
@@ -76,10 +95,16 @@ class FakeOpenAI:
 
     def __init__(self, *, fail_rate: float = 0.0, faults: Sequence[str] = ALL_FAULTS, latency_s: float = 0.0,
                  stall_s: float = 1.0, retry_after_s: float = 0.02, seed: int = 0, cached_tokens: int = 0,
-                 batch_latency_s: float = 0.0, batch_fail_rate: float = 0.0, batch_expire_after: int | None = None):
+                 batch_latency_s: float = 0.0, batch_fail_rate: float = 0.0, batch_expire_after: int | None = None,
+                 reasoning: str | None = None, rpm_limit: int | None = None, window_s: float = 60.0,
+                 n_supported: bool = True):
         self.fail_rate, self.faults, self.latency_s = fail_rate, tuple(faults), latency_s
         self.stall_s, self.retry_after_s = stall_s, retry_after_s
-        self.cached_tokens = cached_tokens
+        self.cached_tokens, self.reasoning, self.n_supported = cached_tokens, reasoning, n_supported
+        # a per-window request limit: past it a 429 with Retry-After; every answer says what is left
+        self.rpm_limit, self.window_s = rpm_limit, window_s
+        self.limited: list[float] = []  # arrival times of the requests the limit counted
+        self.rate_limited = 0  # 429s sent for it
         self.batch_latency_s, self.batch_fail_rate, self.batch_expire_after = batch_latency_s, batch_fail_rate, batch_expire_after
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -142,6 +167,21 @@ class FakeOpenAI:
     def _leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    def _rate_limit(self) -> dict[str, str] | None:
+        """None: over the limit (answer 429); else the x-ratelimit headers of an accepted request."""
+        if self.rpm_limit is None:
+            return {}
+        with self._lock:
+            now = time.monotonic()
+            self.limited = [t for t in self.limited if now - t < self.window_s]
+            if len(self.limited) >= self.rpm_limit:
+                return None
+            self.limited.append(now)
+            reset = self.window_s - (now - self.limited[0])
+            return {"x-ratelimit-limit-requests": str(self.rpm_limit),
+                    "x-ratelimit-remaining-requests": str(self.rpm_limit - len(self.limited)),
+                    "x-ratelimit-reset-requests": f"{max(reset, 0.001) * 1000:.0f}ms"}
 
     # -- the Batch API ----------------------------------------------------------------------------
     def _new_file(self, content: bytes) -> str:
@@ -264,7 +304,13 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 message = f"Incorrect API key provided: {key}" if fault == "401" else f"injected HTTP {fault}"
                 extra = {"Retry-After": str(server.retry_after_s)} if fault == "429" else {}
                 return self._send(int(fault), {"error": {"message": message, "type": "fake"}}, extra)
-            self._send(200, _completion(body, salt=server.count, cached_tokens=server.cached_tokens))
+            limit_headers = server._rate_limit()
+            if limit_headers is None:
+                server.rate_limited += 1
+                return self._send(429, {"error": {"message": "rate limit reached", "type": "requests"}},
+                                  {"Retry-After": f"{server.window_s:.3f}"})
+            self._send(200, _completion(body, salt=server.count, cached_tokens=server.cached_tokens,
+                                        reasoning=server.reasoning, n_supported=server.n_supported), limit_headers)
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -58,6 +58,7 @@ def build_collector(
         retry=retry_policy,
         progress=progress,
         claim_lease_s=lease,
+        rationale_from=str(teacher.get("rationale_from") or "content"),
     )
 
 

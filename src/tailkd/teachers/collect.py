@@ -90,6 +90,7 @@ class Collector:
         sleep: Callable[[float], None] = time.sleep,
         claim_lease_s: float = 600.0,
         poll_s: float = 0.25,
+        rationale_from: str = "content",
     ):
         if n_samples < 1:
             raise ConfigError(f"teacher.n_samples must be >= 1 (got {n_samples})")
@@ -115,6 +116,9 @@ class Collector:
         self._rng = random.Random(0)
         self._failures = 0
         self._fatal: str | None = None
+        if rationale_from not in ("content", "reasoning"):
+            raise ConfigError(f"teacher.rationale_from={rationale_from!r}: choose content or reasoning")
+        self.rationale_from = rationale_from
         self.claim_lease_s = float(claim_lease_s)  # longer than any request with its retries takes
         self.poll_s = float(poll_s)
 
@@ -413,6 +417,9 @@ class Collector:
 
     def _annotation(self, request: TeacherRequest, completion: Completion, cost: float, cache_hit: bool) -> Annotation:
         rationale, answer = split_rationale(completion.text, self.task)
+        if self.rationale_from == "reasoning" and completion.meta.get("reasoning"):
+            # a reasoning model's thinking is the worked solution; its reply states the answer
+            rationale = completion.meta["reasoning"]
         return Annotation(
             example_id=request.example_id,
             prompt=request.prompt,

@@ -7,6 +7,7 @@ stored in the config, logged, or left in an error message.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,18 +15,18 @@ from typing import Any
 from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.base import approx_tokens
+from tailkd.teachers.ratelimit import RateLimiter, retry_after
 
 _RETRYABLE_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}  # bad key, no access, unknown model: every other request fails too
 
 
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+
+
 def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from API servers; the backoff covers it
+    return retry_after(getattr(response, "headers", None))
 
 
 class OpenAIBackend:
@@ -59,6 +60,20 @@ class OpenAIBackend:
             self.max_concurrency = int(settings.get("max_in_flight", 4))
             if self.batch_size < 1 or self.max_concurrency < 1:
                 raise ConfigError("teacher.batch.max_requests_per_batch and max_in_flight must be >= 1")
+        # reasoning models (o-series, DeepSeek-R1-style servers): their own output limit, no sampling knobs
+        self.token_param = str(cfg.get("token_limit_param") or "max_tokens")
+        if self.token_param not in TOKEN_PARAMS:
+            raise ConfigError(f"teacher.token_limit_param={self.token_param!r}: choose one of {list(TOKEN_PARAMS)}")
+        self.send_temperature = bool(cfg.get("send_temperature", True))
+        self.reasoning_effort = cfg.get("reasoning_effort")
+        self.limiter = RateLimiter(cfg.get("max_requests_per_minute"), cfg.get("max_tokens_per_minute"),
+                                   window_s=float(cfg.get("rate_limit_window_s") or 60.0),
+                                   in_flight=self.max_concurrency)
+        self.read_limit_headers = bool(cfg.get("rate_limit_headers", True))
+        # several samples of one prompt in one request (n): the prompt is billed once
+        self.samples_per_request = bool(cfg.get("samples_per_request", False))
+        if self.samples_per_request and self.mode == "live":
+            self.batch_size = max(1, int(cfg.get("n_samples", 1)))  # a question's samples reach complete() together
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -88,9 +103,14 @@ class OpenAIBackend:
     def request_body(self, request: TeacherRequest) -> dict[str, Any]:
         """The chat-completions request body (as sent live, and as a batch file's line holds it)."""
         body: dict[str, Any] = {"model": self.model, "messages": request.chat()}
-        for name in ("temperature", "max_tokens", "top_p", "seed"):
+        sampling = ("temperature", "top_p") if self.send_temperature else ()
+        for name in (*sampling, "seed"):
             if request.param(name) is not None:
                 body[name] = request.param(name)
+        if request.param("max_tokens") is not None:  # the limit the budget reserved, reasoning tokens included
+            body[self.token_param] = request.param("max_tokens")
+        if self.reasoning_effort:
+            body["reasoning_effort"] = self.reasoning_effort
         return body
 
     def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
@@ -100,21 +120,97 @@ class OpenAIBackend:
                 return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
                         ] * len(requests)
             return [_scrubbed(r, key) for r in self.batch.complete(requests, key)]
+        if self.samples_per_request and len(requests) > 1:
+            return self._grouped(requests)
         return [self._one(r) for r in requests]
 
-    def _one(self, request: TeacherRequest) -> Completion | TeacherCallError:
+    def _grouped(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
+        """Requests that differ only in their sample index go out as one request with ``n``; a server
+        that answers fewer choices than asked (no ``n`` support) gets the rest as separate requests."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.messages, r.params), []).append(i)
+        out: list[Completion | TeacherCallError | None] = [None] * len(requests)
+        for members in groups.values():
+            first = requests[members[0]]
+            answers = self._one(first, n=len(members)) if len(members) > 1 else [self._one(first)]
+            answers = answers if isinstance(answers, list) else [answers]
+            for position, i in enumerate(members):
+                if position < len(answers) and (position == 0 or isinstance(answers[position], Completion)):
+                    out[i] = answers[position]
+                else:  # not answered in the group: on its own
+                    out[i] = self._one(requests[i])
+        return out  # type: ignore[return-value]
+
+    def _one(self, request: TeacherRequest, n: int = 1):
+        """One request's completion (or error); with ``n`` > 1 a list, one per choice returned: the
+        first carries the prompt's tokens, every choice its own output tokens."""
+        if n > 1:
+            return self._several(request, n)
+        return self._single(request)
+
+    def _several(self, request: TeacherRequest, n: int) -> list[Completion | TeacherCallError]:
+        import openai
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)]
+        kwargs = {**self.request_body(request), "n": n}
+        self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + n * int(request.param("max_tokens") or 0))
+        try:
+            raw = self._client(key).chat.completions.with_raw_response.create(**kwargs)
+            if self.read_limit_headers:
+                self.limiter.observe(raw.headers)
+            response = raw.parse()
+        except openai.APIStatusError as err:
+            return [TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
+                                     retryable=err.status_code in _RETRYABLE_STATUS or err.status_code >= 500,
+                                     retry_after=_retry_after(err.response), fatal=err.status_code in _FATAL_STATUS)]
+        except Exception as err:
+            return [TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)]
+        choices = list(getattr(response, "choices", None) or [])
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None) or approx_tokens(request.prompt)
+        texts = [getattr(getattr(c, "message", None), "content", None) for c in choices]
+        lengths = [len(t) if isinstance(t, str) else 0 for t in texts]
+        total_out = getattr(usage, "completion_tokens", None)
+        out: list[Completion | TeacherCallError] = []
+        for i, (choice, text) in enumerate(zip(choices, texts)):
+            if not isinstance(text, str) or not text.strip():
+                out.append(TeacherCallError("a choice without content", retryable=True))
+                continue
+            single = type("One", (), {"choices": [choice], "usage": None, "model": getattr(response, "model", None)})
+            completion = completion_from(single, request, text, self.model)
+            # the prompt is billed once (the first choice carries it); output split by length
+            completion.input_tokens = int(prompt_tokens) if i == 0 else 0
+            if total_out:
+                completion.output_tokens = round(total_out * lengths[i] / max(1, sum(lengths)))
+            completion.meta["choice"] = i
+            out.append(completion)
+        return out
+
+    def _single(self, request: TeacherRequest) -> Completion | TeacherCallError:
         import openai
 
         key = os.environ.get(self.api_key_env)
         if not key:
             return TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
         kwargs = self.request_body(request)
+        self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + int(request.param("max_tokens") or 0))
         try:
-            response = self._client(key).chat.completions.create(**kwargs)
+            raw = self._client(key).chat.completions.with_raw_response.create(**kwargs)
+            if self.read_limit_headers:
+                self.limiter.observe(raw.headers)
+            response = raw.parse()
         except openai.APIStatusError as err:
             retryable = err.status_code in _RETRYABLE_STATUS or err.status_code >= 500
+            wait = _retry_after(err.response)
+            if self.read_limit_headers:
+                self.limiter.observe(getattr(err.response, "headers", None))
+            if err.status_code == 429:  # every worker pauses, not only this one
+                self.limiter.pause(wait if wait is not None else 1.0)
             return TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
-                                    retryable=retryable, retry_after=_retry_after(err.response),
+                                    retryable=retryable, retry_after=wait,
                                     fatal=err.status_code in _FATAL_STATUS)
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
             return TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)
@@ -124,7 +220,8 @@ class OpenAIBackend:
 
     def _parse(self, response: Any, request: TeacherRequest, key: str) -> Completion | TeacherCallError:
         try:
-            text = response.choices[0].message.content
+            message = response.choices[0].message
+            text = message.content
         except (AttributeError, IndexError, TypeError):
             text = None
         if not isinstance(text, str) or not text.strip():
@@ -145,13 +242,36 @@ def _scrub(message: str, key: str) -> str:
 
 def completion_from(response: Any, request: TeacherRequest, text: str, model: str) -> Completion:
     """A :class:`Completion` from a chat completion (an SDK object, or the dict a batch file holds):
-    the usage's token counts, and its cached prompt tokens, which are billed at their own rate."""
+    the usage's token counts (``completion_tokens`` includes a reasoning model's reasoning tokens, so
+    they are priced), its cached prompt tokens (billed at their own rate), and a reasoning model's
+    reasoning: ``reasoning_content`` (vLLM's reasoning parsers, DeepSeek), ``reasoning``, or a
+    ``<think>`` block at the start of the content, which is taken out of the answer text."""
     usage = _get(response, "usage")
+    message = _get(_first(_get(response, "choices")), "message")
+    reasoning = _get(message, "reasoning_content") or _get(message, "reasoning")
+    think = _THINK.search(text)
+    if think:
+        reasoning = reasoning or think.group(1).strip()
+        text = (text[: think.start()] + text[think.end():]).strip()
     input_tokens = _get(usage, "prompt_tokens") or approx_tokens(request.prompt)
-    output_tokens = _get(usage, "completion_tokens") or approx_tokens(text)
+    output_tokens = _get(usage, "completion_tokens") or approx_tokens(text + (reasoning or ""))
+    meta: dict[str, Any] = {}
     cached = _get(_get(usage, "prompt_tokens_details"), "cached_tokens") or 0
-    meta = {"cached_input_tokens": int(cached)} if cached else {}
+    if cached:
+        meta["cached_input_tokens"] = int(cached)
+    reasoning_tokens = _get(_get(usage, "completion_tokens_details"), "reasoning_tokens") or 0
+    if reasoning_tokens:
+        meta["reasoning_tokens"] = int(reasoning_tokens)
+    if isinstance(reasoning, str) and reasoning.strip():
+        meta["reasoning"] = reasoning.strip()
     return Completion(text, int(input_tokens), int(output_tokens), _get(response, "model") or model, meta)
+
+
+def _first(items: Any) -> Any:
+    try:
+        return items[0] if items else None
+    except (TypeError, IndexError, KeyError):
+        return None
 
 
 def _get(obj: Any, name: str) -> Any:
