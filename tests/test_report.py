@@ -169,3 +169,27 @@ def test_report_carries_the_commit(tmp_path):
     assert report_main([str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "01234567 01234567+dirty" in report and report.count("| 01234567 |") >= 3
+
+
+def test_a_methods_own_settings_keep_its_variants_apart(tmp_path):
+    """A multirun over method.selection / method.revision (ELAD, no signals) reports one row per variant,
+    each compared with finetune at the same budget."""
+    from tailkd.report.runs import baseline_setting, setting_of
+
+    def run(name, method, overrides, acc, seed):
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}", *overrides, f"seed={seed}"]))
+        (folder / "results.json").write_text(json.dumps({"task": "chain_sum", "student": "tiny", "method": method,
+                                                         "seed": seed, "test_accuracy": acc}))
+
+    for seed in (0, 1):
+        run(f"ft{seed}", "finetune", ["budget.max_usd=0.01"], 0.3, seed)
+        run(f"a{seed}", "elad", ["budget.max_usd=0.01", "method.selection=elad", "method.revision=true"], 0.2, seed)
+        run(f"b{seed}", "elad", ["budget.max_usd=0.01", "method.selection=random", "method.revision=true"], 0.4, seed)
+    runs, _ = find_runs([tmp_path])
+    groups = group_runs(runs)
+    elad = {g.setting.get("method.selection"): g for g in groups if g.setting["method"] == "elad"}
+    assert set(elad) == {"elad", "random"}
+    assert elad["random"].paired_differences("test_accuracy") == pytest.approx([0.1, 0.1])
+    assert baseline_setting(setting_of(tmp_path / "a0", runs[0].results))["method"] == "finetune"

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from tailkd.report.aggregate import BUDGET_KEYS, Group, label
-from tailkd.report.runs import is_signal_key
+from tailkd.report.runs import is_method_key, is_signal_key
 
 
 def _pyplot():
@@ -23,7 +23,7 @@ def _pyplot():
 def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, path: Path) -> Path | None:
     """One line per method (with its signals), one panel per everything else that varies (task, teacher
     error rate, student, ...); error bars are the std over seeds."""
-    line_keys = [k for k in keys if k == "method" or is_signal_key(k)]
+    line_keys = [k for k in keys if k == "method" or is_signal_key(k) or is_method_key(k)]
     panel_keys = [k for k in keys if k not in BUDGET_KEYS and k not in line_keys]
     panels: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for g in groups:
@@ -60,7 +60,8 @@ def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, pa
     """Accuracy against what was spent (USD by default: revisions cost more than fresh answers, so
     methods compare at equal money, not equal queries). A run that reports ``rounds`` (ELAD) is a curve,
     its round-by-round points averaged over seeds; any other run is one point at its final spend."""
-    panel_keys = [k for k in keys if k not in BUDGET_KEYS and k != "method" and not is_signal_key(k)]
+    panel_keys = [k for k in keys if k not in BUDGET_KEYS and k != "method" and not is_signal_key(k)
+                  and not is_method_key(k)]
     line_keys = [k for k in keys if k not in panel_keys and k not in BUDGET_KEYS]
     if not any(r.results.get("rounds") for g in groups for r in g.runs):
         return None

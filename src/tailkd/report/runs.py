@@ -91,7 +91,7 @@ def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dic
     """The setting of the baseline at the same task, student, budget and teacher. ``baseline`` is a
     method, optionally with settings of its own: ``"tail signals=none"`` is TAiL's schedule alone."""
     method, *extra = baseline.split()
-    out = {k: v for k, v in setting.items() if not is_signal_key(k)}
+    out = {k: v for k, v in setting.items() if not is_signal_key(k) and not is_method_key(k)}
     out["method"] = method
     for item in extra:
         key, _, value = item.partition("=")
@@ -104,8 +104,14 @@ def is_baseline(setting: dict[str, str], baseline: str = "finetune") -> bool:
 
 
 def is_signal_key(key: str) -> bool:
-    """``signals``, ``ta`` and their sub-keys, and the method's own parameters (``method.*``)."""
-    return key.split(".", 1)[0].split("/", 1)[0] in SIGNAL_GROUPS or key.startswith("method.")
+    """``signals``, ``ta`` and their sub-keys: settings a method without signals ignores."""
+    return key.split(".", 1)[0].split("/", 1)[0] in SIGNAL_GROUPS
+
+
+def is_method_key(key: str) -> bool:
+    """A method's own parameters (``method.selection``, ``method.align``, ...): part of its setting,
+    left out when looking for the baseline at the same task, student, budget and teacher."""
+    return key.startswith("method.")
 
 
 def _overrides(run_dir: Path) -> dict[str, str] | None:
