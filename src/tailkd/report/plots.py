@@ -65,9 +65,12 @@ def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, pa
     line_keys = [k for k in keys if k not in panel_keys and k not in BUDGET_KEYS]
     if not any(r.results.get("rounds") for g in groups for r in g.runs):
         return None
+    # a line's name: the method and only the line settings that differ, short ("selection=elad")
+    line_keys = [k for k in line_keys if k == "method" or len({g.setting.get(k, "") for g in groups}) > 1]
     panels: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for g in groups:
-        name = label(g, line_keys) or g.setting.get("method", "")
+        name = " ".join(f"{k.removeprefix('method.')}={g.setting[k]}" if k != "method" else g.setting[k]
+                        for k in line_keys if g.setting.get(k, "") != "") or g.setting.get("method", "")
         panel = label(g, panel_keys) or g.setting.get("task", "")
         rounds = [r.results.get("rounds") or [] for r in g.runs]
         if any(rounds):
@@ -82,7 +85,7 @@ def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, pa
     plt = _pyplot()
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False, sharey=True)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (panel, lines) in zip(axes.flat, sorted(panels.items())):
@@ -93,9 +96,9 @@ def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, pa
         ax.set_xlabel(f"teacher spend ({spend})")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
