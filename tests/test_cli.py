@@ -100,6 +100,16 @@ def test_impossible_settings(tmp_path, override, needle):
     assert not (tmp_path / "annotations.jsonl").exists()  # refused before anything was bought
 
 
+def test_eval_before_false_scores_only_the_trained_student(tmp_path):
+    proc = train(tmp_path, "experiment=smoke", "method=tail", "signals=none", "logger=csv", "trainer.eval_before=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test_accuracy_before"] is None and results["test_accuracy_warmup"] is None
+    assert results["warmup_steps"] == 1 and 0.0 <= results["test_accuracy"] <= 1.0
+    assert not (tmp_path / "predictions_before.jsonl").exists() and len(_jsonl(tmp_path / "predictions.jsonl")) > 0
+    assert "before training not measured" in "".join(p.read_text() for p in tmp_path.glob("*.log"))
+
+
 def test_tail_smoke_writes_signals_and_records_the_warmup(tmp_path):
     proc = train(tmp_path, "experiment=smoke", "method=tail", "signals=all", "logger=csv", "teacher.corruption.rate=0.5")
     assert proc.returncode == 0, proc.stderr[-3000:]

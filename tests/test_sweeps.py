@@ -87,7 +87,11 @@ def test_every_multirun_script_composes_and_passes_arguments_on(script, tmp_path
     """Each script's sweeps, dry: every swept value composes; the user's arguments reach every multirun,
     and hydra.sweep.dir=DIR names the folder all of them write into."""
     log = tmp_path / "sweeps.jsonl"
-    env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}"}
+    data = tmp_path / "gsm8k_chatgpt"  # real_teacher_study.sh wants its recorded teacher; a dry run never reads it
+    data.mkdir()
+    (data / "teacher.jsonl").write_text("")
+    env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}",
+           "DATA": str(data)}
     proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / script), f"hydra.sweep.dir={tmp_path / 'study'}",
                            "trainer.lr=3e-4"], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

@@ -40,8 +40,9 @@ def run(cfg: DictConfig) -> dict:
     recipe = hydra.utils.instantiate(cfg.method)
     results = recipe.run(cfg, run_dir)
     write_results(run_dir, results)
-    log.info("test accuracy %.4f (before training %.4f); results in %s",
-             results["test_accuracy"], results["test_accuracy_before"], run_dir / "results.json")
+    before = results["test_accuracy_before"]
+    log.info("test accuracy %.4f (before training %s); results in %s", results["test_accuracy"],
+             "not measured" if before is None else f"{before:.4f}", run_dir / "results.json")
     return results
 
 

@@ -162,8 +162,7 @@ class Arte:
         annotations = [r.annotation for d in drafts for r in d.rationales] + [r.annotation for _, r in tailored]
         spend = P.spend_summary(collector, annotations, run_dir)
         datamodule = P.make_datamodule(cfg, records, data, student)
-        accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
-        P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
+        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         fitted = checkpoints.fit("train", trainer, module, datamodule)
         module.stop = P.stop_strings(data, datamodule.records)
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")

@@ -82,8 +82,7 @@ class Elad:
         annotations, rounds, steps = [], [], 0
         datamodule = P.make_datamodule(cfg, [P.placeholder_record(data)], data, student)
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
-        accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
-        P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
+        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         for r in range(1, self.rounds + 1):
             bought = {a.example_id for a in annotations}
             unbought = [e for e in pool if e.id not in bought]

@@ -100,8 +100,7 @@ class Finetune:
         trainer, loggers = P.make_trainer(cfg, run_dir, max_steps=self.max_steps(cfg, len(records)))
         checkpoints = P.checkpoints(cfg, run_dir)
 
-        accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
-        P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
+        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         fitted = checkpoints.fit("train", trainer, module, datamodule)
         module.stop = P.stop_strings(data, datamodule.records)
         accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")

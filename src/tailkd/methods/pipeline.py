@@ -137,6 +137,17 @@ def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[floa
     return module.accuracy, list(module.predictions)
 
 
+def evaluate_before(cfg: DictConfig, trainer, module: DistillModule, datamodule, run_dir: Path) -> float | None:
+    """The untrained student's accuracy (its predictions in predictions_before.jsonl), or None under
+    ``trainer.eval_before=false``: it is the same in every run of a study, and a sweep need not pay for
+    it in each job."""
+    if not cfg.trainer.get("eval_before", True):
+        return None
+    accuracy, predictions = evaluate(trainer, module, datamodule, "test_before")
+    write_jsonl(run_dir / "predictions_before.jsonl", predictions)
+    return accuracy
+
+
 def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spend: dict, *, steps: int, trainer,
                  started: float, checkpoints: Checkpoints | None = None):
     """The fields every method's results.json has, besides its accuracies: what ran, what the teacher

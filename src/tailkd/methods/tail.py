@@ -76,14 +76,14 @@ class Tail:
         warm_records = records_from_annotations(warm, data.task, examples)
         datamodule = P.make_datamodule(cfg, warm_records or [P.placeholder_record(data)], data, student)
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
-        accuracy_before, predictions_before = P.evaluate(trainer, module, datamodule, "test_before")
-        P.write_jsonl(run_dir / "predictions_before.jsonl", predictions_before)
+        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         accuracy_warmup, warm_steps = None, 0
         if warm_records:
             module.log_prefix = "warmup/"
             warm_steps = checkpoints.fit("warmup", trainer, module, datamodule).steps
             module.stop = P.stop_strings(data, datamodule.records)
-            accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
+            if cfg.trainer.get("eval_before", True):
+                accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
         decoding = Decoding(data.task.max_new_tokens, tuple(module.stop), cfg.trainer.eval_batch_size)
 
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
