@@ -193,3 +193,38 @@ def test_a_methods_own_settings_keep_its_variants_apart(tmp_path):
     assert set(elad) == {"elad", "random"}
     assert elad["random"].paired_differences("test_accuracy") == pytest.approx([0.1, 0.1])
     assert baseline_setting(setting_of(tmp_path / "a0", runs[0].results))["method"] == "finetune"
+
+
+def test_a_tail_baseline_is_found_across_the_signal_settings_every_tail_run_shares(tmp_path):
+    """--baseline "tail signals=none" when every tail job also sets the TA and the self-consistency k
+    (real_teacher_study.sh): tail all, and tail all under use=filter, pair with the tail none run of their
+    TA; with two TAs each finds its own; finetune, which takes neither, has no such baseline."""
+    def run(name, overrides, acc, seed):
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        method = next(o for o in overrides if o.startswith("method="))[len("method="):]
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, "budget.max_queries=100", f"seed={seed}"]))
+        results = {"task": "gsm8k", "student": "tiny", "method": method, "seed": seed, "test_accuracy": acc}
+        if method == "tail":
+            results.update(signals_preset="x", signals=["ta_teacher"])
+        (folder / "results.json").write_text(json.dumps(results))
+
+    for seed in (0, 1):
+        run(f"ft{seed}", ["method=finetune"], 0.10, seed)
+        for ta, base in (("qwen", 0.20), ("small", 0.30)):
+            shared = ["method=tail", f"ta={ta}", "signals.self_consistency.k=4"]
+            run(f"none_{ta}{seed}", [*shared, "signals=none"], base, seed)
+            run(f"all_{ta}{seed}", [*shared, "signals=all"], base + 0.01 + 0.02 * seed, seed)
+            run(f"filter_{ta}{seed}", [*shared, "signals=all", "signals.use=filter"], base - 0.05, seed)
+    runs, _ = find_runs([tmp_path])
+    groups = group_runs(runs, "tail signals=none")
+    by = {(g.setting["method"], g.setting.get("ta"), g.setting.get("signals"), g.setting.get("signals.use")): g for g in groups}
+    assert by["tail", "qwen", "all", None].paired_differences("test_accuracy") == pytest.approx([0.01, 0.03])
+    assert by["tail", "small", "all", None].paired_differences("test_accuracy") == pytest.approx([0.01, 0.03])
+    assert by["tail", "qwen", "all", "filter"].paired_differences("test_accuracy") == pytest.approx([-0.05, -0.05])
+    assert by["tail", "qwen", "none", None].baseline is by["tail", "qwen", "none", None]
+    assert by["finetune", None, None, None].baseline is None
+    assert report_main([str(tmp_path), "--baseline", "tail signals=none"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    filter_row = next(line for line in report.splitlines() if "| filter |" in line and "| qwen |" in line)
+    assert "-0.050 ± 0.000 (0/2)" in filter_row

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailkd.report.runs import Run, baseline_setting
+from tailkd.report.runs import Run, find_baseline
 
 SPEND = ("teacher_queries", "teacher_cost_usd", "teacher_paid_usd")
 BUDGET_KEYS = ("budget.max_queries", "budget.max_usd", "budget.max_tokens", "budget")
@@ -90,8 +90,10 @@ def group_runs(runs: Iterable[Run], baseline: str = "finetune") -> list[Group]:
     for run in runs:
         key = _key(run.setting)
         groups.setdefault(key, Group(dict(run.setting))).runs.append(run)
+    settings = [g.setting for g in groups.values()]
     for group in groups.values():
-        group.baseline = groups.get(_key(baseline_setting(group.setting, baseline)))
+        found = find_baseline(group.setting, baseline, settings)
+        group.baseline = groups[_key(found)] if found is not None else None
     return sorted(groups.values(), key=lambda g: tuple(_sortable(v) for _, v in sorted(g.setting.items())))
 
 

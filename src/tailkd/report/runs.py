@@ -90,17 +90,40 @@ def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
 def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dict[str, str]:
     """The setting of the baseline at the same task, student, budget and teacher. ``baseline`` is a
     method, optionally with settings of its own: ``"tail signals=none"`` is TAiL's schedule alone."""
-    method, *extra = baseline.split()
+    method, wanted = _parse_baseline(baseline)
     out = {k: v for k, v in setting.items() if not is_signal_key(k) and not is_method_key(k)}
-    out["method"] = method
-    for item in extra:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
+    return {**out, "method": method, **wanted}
+
+
+def find_baseline(setting: dict[str, str], baseline: str, candidates: list[dict[str, str]]) -> dict[str, str] | None:
+    """Among ``candidates``, the baseline's setting at the same task, student, budget and teacher.
+
+    A baseline with signals of its own (``tail signals=none``) carries whatever signal settings its sweep
+    gave every tail job (``ta=...``, ``signals.self_consistency.k=...``): of the matching candidates the
+    one sharing most of ``setting``'s signal settings wins; a tie between several is no baseline, never
+    a guess."""
+    method, wanted = _parse_baseline(baseline)
+
+    def core(s: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in s.items() if k != "method" and k not in wanted and not is_signal_key(k) and not is_method_key(k)}
+
+    matches = [c for c in candidates if c.get("method") == method and all(c.get(k) == v for k, v in wanted.items())
+               and core(c) == core(setting)]
+    if setting in matches:
+        return setting
+    shared = [sum(setting.get(k) == v for k, v in c.items() if is_signal_key(k) and k not in wanted) for c in matches]
+    best = [c for c, n in zip(matches, shared) if n == max(shared)]
+    return best[0] if len(best) == 1 else None
 
 
 def is_baseline(setting: dict[str, str], baseline: str = "finetune") -> bool:
-    return baseline_setting(setting, baseline) == setting
+    method, wanted = _parse_baseline(baseline)
+    return setting.get("method") == method and all(setting.get(k) == v for k, v in wanted.items())
+
+
+def _parse_baseline(baseline: str) -> tuple[str, dict[str, str]]:
+    method, *extra = baseline.split()
+    return method, dict(item.partition("=")[::2] for item in extra)
 
 
 def is_signal_key(key: str) -> bool:
