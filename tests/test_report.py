@@ -228,3 +228,38 @@ def test_a_tail_baseline_is_found_across_the_signal_settings_every_tail_run_shar
     report = (tmp_path / "report.md").read_text()
     filter_row = next(line for line in report.splitlines() if "| filter |" in line and "| qwen |" in line)
     assert "-0.050 ± 0.000 (0/2)" in filter_row
+
+
+def test_signal_aurocs_pooled_over_seeds_with_a_bootstrap_interval(tmp_path):
+    """The report pools every seed's signals.jsonl: ta_teacher ranks every right answer first (1.0, an
+    interval of one point), self_consistency is the reverse of right (0.0); the pooled AUROC equals the
+    Mann-Whitney count over all annotations, not the mean of the per-seed values."""
+    from tailkd.report.pooled import auroc, pooled_aurocs
+
+    assert auroc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
+    assert auroc([0.5, 0.5], [True, False]) == 0.5 and auroc([1.0], [True]) is None
+    rows_by_seed = {0: [(0.9, 0.1, 0.7, True), (0.2, 0.8, 0.3, False), (0.6, 0.3, 0.2, True)],
+                    1: [(0.8, 0.2, 0.1, True), (0.1, 0.9, 0.9, False), (0.3, 0.7, 0.5, False)]}
+    for seed, rows in rows_by_seed.items():
+        folder = tmp_path / f"tail_s{seed}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=tail", "signals=all", f"seed={seed}"]))
+        (folder / "results.json").write_text(json.dumps({
+            "task": "gsm8k", "student": "tiny", "method": "tail", "seed": seed, "test_accuracy": 0.1,
+            "signals_preset": "all", "signals": ["self_consistency", "ta_teacher"],
+            "auroc_ta_teacher": 1.0, "auroc_self_consistency": 0.0, "auroc_weight": 0.5}))
+        (folder / "signals.jsonl").write_text("".join(json.dumps({
+            "id": f"q{seed}{i}", "sample_index": 0, "teacher_correct": right, "ta_teacher": {"value": ta},
+            "self_consistency": {"value": sc}, "score": score}) + "\n" for i, (ta, sc, score, right) in enumerate(rows)))
+    runs, _ = find_runs([tmp_path])
+    (group,) = group_runs(runs)
+    pooled = pooled_aurocs(group)
+    assert pooled["ta_teacher"] == (1.0, 1.0, 1.0, 6) and pooled["self_consistency"][:3] == (0.0, 0.0, 0.0)
+    scores = [0.7, 0.3, 0.2, 0.1, 0.9, 0.5]
+    right = [True, False, True, True, False, False]
+    assert pooled["weight"][0] == pytest.approx(auroc(scores, right)) == pytest.approx(2 / 9)
+    low, high = pooled["weight"][1:3]
+    assert 0.0 <= low <= 2 / 9 <= high <= 1.0 and low < high
+    assert "ta_student" not in pooled
+    assert report_main([str(tmp_path)]) == 0
+    assert "| 6 | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000] |" in (tmp_path / "report.md").read_text()

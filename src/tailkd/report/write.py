@@ -17,6 +17,7 @@ from tailkd.report.aggregate import (
     label,
     varying_keys,
 )
+from tailkd.report.pooled import pooled_aurocs
 from tailkd.report.runs import Run, Skipped, is_baseline
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
@@ -87,6 +88,14 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs],
                         [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
                          + [_pm(g.mean(a), g.std(a)) for a in aurocs] for g in with_signals])
+        pooled = {id(g): pooled_aurocs(g) for g in with_signals if len(g.runs) > 1}
+        names = [a.removeprefix("auroc_") for a in aurocs]
+        if any(pooled.values()):
+            lines += ["", "Pooled over the seeds' annotations (signals.jsonl): AUROC [95% percentile-bootstrap interval, "
+                      "annotations resampled 1000 times], and how many annotations.", ""]
+            lines += _table(keys + ["annotations"] + names,
+                            [[g.setting.get(k, "") for k in keys] + [str(max((v[3] for v in pooled[id(g)].values()), default=0))]
+                             + [_pooled(pooled[id(g)].get(n)) for n in names] for g in with_signals if pooled.get(id(g))])
 
     lines += ["", "## Teacher spend", ""]
     total = {k: sum(g.total(k) for g in groups) for k in SPEND + COUNTS}
@@ -161,6 +170,10 @@ def _paired(diffs: list[float]) -> str:
     std = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
     won, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return f"{mean:+.3f} ± {'–' if math.isnan(std) else f'{std:.3f}'} ({won}/{lost})"
+
+
+def _pooled(value: tuple[float, float, float, int] | None) -> str:
+    return "–" if value is None else f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
 
 
 def _ci(diffs: list[float]) -> str:
