@@ -183,3 +183,30 @@ def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
     assert pairs and all(wrong < right for wrong, right in pairs)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["teacher_queries"] == 20 == results["teacher_replayed"] and results["teacher_cost_usd"] > 0
+
+
+def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_path):
+    """Under DDP the first Lightning call launches the other ranks: skipping it would leave
+    tail_no_warmup's rank-0-only steps (buying, signals) without a process group."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from tailkd.methods import pipeline as P
+
+    class Trainer:
+        num_nodes = 1
+
+        def __init__(self, devices):
+            self.num_devices, self.tested = devices, 0
+
+        def test(self, module, datamodule, verbose):
+            self.tested += 1
+            module.accuracy, module.predictions = 0.25, [{"id": "q0", "correct": False}]
+
+    cfg = OmegaConf.create({"trainer": {"eval_before": False}})
+    module = SimpleNamespace()
+    one, two = Trainer(1), Trainer(2)
+    assert P.evaluate_before(cfg, one, module, None, tmp_path) is None and one.tested == 0
+    assert P.evaluate_before(cfg, two, module, None, tmp_path) == 0.25 and two.tested == 1
+    assert (tmp_path / "predictions_before.jsonl").exists()

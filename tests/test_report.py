@@ -216,6 +216,9 @@ def test_a_tail_baseline_is_found_across_the_signal_settings_every_tail_run_shar
             run(f"none_{ta}{seed}", [*shared, "signals=none"], base, seed)
             run(f"all_{ta}{seed}", [*shared, "signals=all"], base + 0.01 + 0.02 * seed, seed)
             run(f"filter_{ta}{seed}", [*shared, "signals=all", "signals.use=filter"], base - 0.05, seed)
+        # a tail variant of its own schedule: tail none at the default warm-up is not its baseline
+        run(f"short{seed}", ["method=tail", "ta=qwen", "signals.self_consistency.k=4", "signals=all",
+                             "method.warmup_fraction=0.1"], 0.5, seed)
     runs, _ = find_runs([tmp_path])
     groups = group_runs(runs, "tail signals=none")
     by = {(g.setting["method"], g.setting.get("ta"), g.setting.get("signals"), g.setting.get("signals.use")): g for g in groups}
@@ -224,6 +227,8 @@ def test_a_tail_baseline_is_found_across_the_signal_settings_every_tail_run_shar
     assert by["tail", "qwen", "all", "filter"].paired_differences("test_accuracy") == pytest.approx([-0.05, -0.05])
     assert by["tail", "qwen", "none", None].baseline is by["tail", "qwen", "none", None]
     assert by["finetune", None, None, None].baseline is None
+    short = next(g for g in groups if g.setting.get("method.warmup_fraction") == "0.1")
+    assert short.baseline is None
     assert report_main([str(tmp_path), "--baseline", "tail signals=none"]) == 0
     report = (tmp_path / "report.md").read_text()
     filter_row = next(line for line in report.splitlines() if "| filter |" in line and "| qwen |" in line)

@@ -140,8 +140,9 @@ def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[floa
 def evaluate_before(cfg: DictConfig, trainer, module: DistillModule, datamodule, run_dir: Path) -> float | None:
     """The untrained student's accuracy (its predictions in predictions_before.jsonl), or None under
     ``trainer.eval_before=false``: it is the same in every run of a study, and a sweep need not pay for
-    it in each job."""
-    if not cfg.trainer.get("eval_before", True):
+    it in each job. Under DDP/FSDP it runs anyway: the first Lightning call is what launches the other
+    ranks, and tail_no_warmup's next one comes after its rank-0-only steps."""
+    if not cfg.trainer.get("eval_before", True) and trainer.num_devices * trainer.num_nodes == 1:
         return None
     accuracy, predictions = evaluate(trainer, module, datamodule, "test_before")
     write_jsonl(run_dir / "predictions_before.jsonl", predictions)

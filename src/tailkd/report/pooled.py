@@ -8,6 +8,7 @@ per-seed AUROCs in results.json use them."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[st
         if point is None:
             continue
         boots = sorted(a for a in (auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws) if a is not None)
-        low, high = boots[int(0.025 * len(boots))], boots[min(len(boots) - 1, int(0.975 * len(boots)))]
+        low = boots[int(math.floor(0.025 * len(boots)))]  # the same percentiles as aggregate.bootstrap_ci
+        high = boots[min(len(boots) - 1, int(math.ceil(0.975 * len(boots))) - 1)]
         out[name] = (point, low, high, len(values))
     return out
 

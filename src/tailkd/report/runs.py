@@ -103,9 +103,13 @@ def find_baseline(setting: dict[str, str], baseline: str, candidates: list[dict[
     one sharing most of ``setting``'s signal settings wins; a tie between several is no baseline, never
     a guess."""
     method, wanted = _parse_baseline(baseline)
+    # a baseline of the row's own method must share its method.* settings (tail at warmup_fraction=0.1
+    # is not tail none at 0.2); another method's baseline ignores them
+    same_method = setting.get("method") == method
 
     def core(s: dict[str, str]) -> dict[str, str]:
-        return {k: v for k, v in s.items() if k != "method" and k not in wanted and not is_signal_key(k) and not is_method_key(k)}
+        return {k: v for k, v in s.items() if k != "method" and k not in wanted and not is_signal_key(k)
+                and (same_method or not is_method_key(k))}
 
     matches = [c for c in candidates if c.get("method") == method and all(c.get(k) == v for k, v in wanted.items())
                and core(c) == core(setting)]
