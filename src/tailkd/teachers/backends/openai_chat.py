@@ -150,24 +150,12 @@ class OpenAIBackend:
         return self._single(request)
 
     def _several(self, request: TeacherRequest, n: int) -> list[Completion | TeacherCallError]:
-        import openai
-
         key = os.environ.get(self.api_key_env)
         if not key:
             return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)]
-        kwargs = {**self.request_body(request), "n": n}
-        self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + n * int(request.param("max_tokens") or 0))
-        try:
-            raw = self._client(key).chat.completions.with_raw_response.create(**kwargs)
-            if self.read_limit_headers:
-                self.limiter.observe(raw.headers)
-            response = raw.parse()
-        except openai.APIStatusError as err:
-            return [TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
-                                     retryable=err.status_code in _RETRYABLE_STATUS or err.status_code >= 500,
-                                     retry_after=_retry_after(err.response), fatal=err.status_code in _FATAL_STATUS)]
-        except Exception as err:
-            return [TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)]
+        response = self._create(key, {**self.request_body(request), "n": n}, request, n)
+        if isinstance(response, TeacherCallError):
+            return [response]
         choices = list(getattr(response, "choices", None) or [])
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) or approx_tokens(request.prompt)
@@ -190,24 +178,31 @@ class OpenAIBackend:
         return out
 
     def _single(self, request: TeacherRequest) -> Completion | TeacherCallError:
-        import openai
-
         key = os.environ.get(self.api_key_env)
         if not key:
             return TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
-        kwargs = self.request_body(request)
-        self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + int(request.param("max_tokens") or 0))
+        response = self._create(key, self.request_body(request), request, 1)
+        if isinstance(response, TeacherCallError):
+            return response
+        return self._parse(response, request, key)
+
+    def _create(self, key: str, kwargs: dict, request: TeacherRequest, n: int) -> Any:
+        """One chat completion request under the rate limiter: the parsed response, or the error it
+        became (a 429 pauses every worker, not only this one)."""
+        import openai
+
+        self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + n * int(request.param("max_tokens") or 0))
         try:
             raw = self._client(key).chat.completions.with_raw_response.create(**kwargs)
             if self.read_limit_headers:
                 self.limiter.observe(raw.headers)
-            response = raw.parse()
+            return raw.parse()
         except openai.APIStatusError as err:
             retryable = err.status_code in _RETRYABLE_STATUS or err.status_code >= 500
             wait = _retry_after(err.response)
             if self.read_limit_headers:
                 self.limiter.observe(getattr(err.response, "headers", None))
-            if err.status_code == 429:  # every worker pauses, not only this one
+            if err.status_code == 429:
                 self.limiter.pause(wait if wait is not None else 1.0)
             return TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
                                     retryable=retryable, retry_after=wait,
@@ -216,7 +211,6 @@ class OpenAIBackend:
             return TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)
         except Exception as err:  # a body that is not the JSON it should be
             return TeacherCallError(_scrub(f"malformed response ({type(err).__name__}: {err})", key), retryable=True)
-        return self._parse(response, request, key)
 
     def _parse(self, response: Any, request: TeacherRequest, key: str) -> Completion | TeacherCallError:
         try:
