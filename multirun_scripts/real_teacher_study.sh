@@ -17,7 +17,10 @@ TEST_SIZE=${TEST_SIZE:-150}
 K=${K:-4}                 # self-consistency samples per question
 TA=${TA:-qwen2.5-coder-0.5b-embedded}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all}   # tail's weight presets
-# which sub-sweeps run; select samples the warmed-up student on every unbought question of the pool (947)
+# select samples the warmed-up student (K times) on the next SELECT_CANDIDATES unbought questions and buys
+# the least self-consistent first; null samples the whole pool (947: ~1 h per run on 2 CPU cores)
+SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
+# which sub-sweeps run
 PARTS=${PARTS:-"finetune dsbs tail_weight tail_filter tail_select"}
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
@@ -36,7 +39,7 @@ main() {
       dsbs)        sweep dsbs        method=distill_step_by_step                             "${COMMON[@]}" ;;
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter             "${COMMON[@]}" ;;
-      tail_select) sweep tail_select "${TAIL[@]}" signals=select                             "${COMMON[@]}" ;;
+      tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
       *) echo "unknown part $part (finetune dsbs tail_weight tail_filter tail_select)" >&2; exit 2 ;;
     esac
   done

@@ -158,6 +158,23 @@ def test_tail_filter_and_select_modes(tmp_path):
     assert max(shares[:32]) <= min(shares[32:])
 
 
+def test_select_samples_only_its_candidates_then_buys_in_the_seeds_order(tmp_path):
+    """signals.select_candidates=20 of 48: the next 20 questions in the buying order are sampled and
+    bought least consistent first; the other 12 purchases follow the buying order (as finetune buys)."""
+    proc = train(tmp_path / "s", "experiment=smoke", "method=tail_no_warmup", "signals=select",
+                 "signals.select_candidates=20", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = train(tmp_path / "f", "experiment=smoke", "method=finetune", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    in_order = [a["example_id"] for a in _jsonl(tmp_path / "f" / "annotations.jsonl")]
+    selection = _jsonl(tmp_path / "s" / "selection.jsonl")
+    shares = [r["majority_share"] for r in selection]
+    assert len(selection) == 20 and shares == sorted(shares)
+    assert {r["id"] for r in selection} == set(in_order[:20])
+    bought = [a["example_id"] for a in _jsonl(tmp_path / "s" / "annotations.jsonl")]
+    assert bought == [r["id"] for r in selection] + in_order[20:32]
+
+
 def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
     """teacher.n_samples=2: each answer is its own annotation with its own signals and weight."""
     from tailkd.tasks import load_task_data

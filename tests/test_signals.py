@@ -113,6 +113,7 @@ def test_auroc():
     ({"self_consistency": {"enabled": True, "k": 1}}, "signals.self_consistency.k"),
     ({"ta_teacher": {"enabled": True, "value": "vibes"}}, "signals.ta_teacher.value"),
     ({"use": "select"}, "signals.use=select"),
+    ({"select_candidates": 0}, "signals.select_candidates"),
 ])
 def test_bad_signal_settings(changes, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -125,16 +125,20 @@ class Tail:
         return results
 
     def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir):
-        """``rest`` ordered by the warmed-up student's majority share, lowest first (ties keep the buying
-        order); every candidate's share goes to selection.jsonl."""
+        """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
+        order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
+        order); each candidate's share goes to selection.jsonl."""
+        # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
+        n = len(rest) if settings.select_candidates is None else settings.select_candidates
+        candidates, others = rest[:n], rest[n:]
         with P.inference(cfg, student, trainer):
-            answers = sampled_answers(student, data.task, rest, settings, decoding, int(cfg.seed),
+            answers = sampled_answers(student, data.task, candidates, settings, decoding, int(cfg.seed),
                                       _signal_cache(cfg, student, trainer))
-        shares = from_rank_zero({e.id: summarise(answers[e.id]).majority_share for e in rest})
-        ordered = sorted(rest, key=lambda e: shares[e.id])  # stable
+        shares = from_rank_zero({e.id: summarise(answers[e.id]).majority_share for e in candidates})
+        ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
-        return ordered
+        return ordered + others
 
     def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers):
         """Measure, weigh and record the signals of every annotation: (weights aligned with

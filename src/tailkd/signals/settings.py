@@ -31,6 +31,7 @@ class SignalSettings:
     filter_threshold: float
     k: int
     temperature: float
+    select_candidates: int | None = None  # use=select: how many unbought questions are sampled (None: all)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> SignalSettings:
@@ -49,6 +50,7 @@ class SignalSettings:
             float(cfg.get("floor", 0.0)), float(cfg.get("filter_threshold", 0.2)),
             int((cfg.get("self_consistency") or {}).get("k", 8)),
             float((cfg.get("self_consistency") or {}).get("temperature", 0.7)),
+            None if cfg.get("select_candidates") is None else int(cfg.get("select_candidates")),
         )
         checks = [
             (settings.use in USES, f"signals.use={settings.use!r} is unknown; choose one of {list(USES)}"),
@@ -58,6 +60,8 @@ class SignalSettings:
             (0.0 <= settings.filter_threshold < 1.0, f"signals.filter_threshold must be in [0, 1) (got {settings.filter_threshold})"),
             (settings.k >= 2, f"signals.self_consistency.k must be >= 2 (got {settings.k})"),
             (settings.temperature > 0, f"signals.self_consistency.temperature must be > 0 (got {settings.temperature})"),
+            (settings.select_candidates is None or settings.select_candidates >= 1,
+             f"signals.select_candidates must be >= 1 or null for every question (got {settings.select_candidates})"),
             (settings.use != "select" or "self_consistency" in enabled,
              "signals.use=select orders questions by self-consistency: enable signals.self_consistency"),
         ]
