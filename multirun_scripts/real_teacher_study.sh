@@ -20,6 +20,7 @@ SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all}   # tail's weight presets
 # select samples the warmed-up student (K times) on the next SELECT_CANDIDATES unbought questions and buys
 # the least self-consistent first; null samples the whole pool (947: ~1 h per run on 2 CPU cores)
 SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
+FINETUNE=${FINETUNE:-finetune,finetune_equal_steps}   # the finetune part's methods
 # which sub-sweeps run
 PARTS=${PARTS:-"finetune dsbs tail_weight tail_filter tail_select"}
 set -euo pipefail
@@ -35,7 +36,7 @@ main() {
   TAIL=(method=tail ta="$TA" signals.self_consistency.k="$K")
   for part in $PARTS; do
     case $part in
-      finetune)    sweep finetune    method=finetune,finetune_equal_steps                    "${COMMON[@]}" ;;
+      finetune)    sweep finetune    method="$FINETUNE"                                     "${COMMON[@]}" ;;
       dsbs)        sweep dsbs        method=distill_step_by_step                             "${COMMON[@]}" ;;
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter             "${COMMON[@]}" ;;
