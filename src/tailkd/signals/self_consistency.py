@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import torch
 
 from tailkd.models import Student, generate_texts
 from tailkd.tasks import Example, Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ def sample_texts(
             texts = generate_texts(student, batch, max_new_tokens, stop=stop, do_sample=True,
                                    temperature=temperature, num_return_sequences=k)
             out += [texts[i * k:(i + 1) * k] for i in range(len(batch))]
+            # sampling a whole pool on a CPU takes the better part of an hour: say how far it is
+            log.info("self-consistency: sampled %d/%d questions (k=%d)", len(out), len(prompts), k)
     return out
 
 
