@@ -227,3 +227,24 @@ def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_pat
     assert P.evaluate_before(cfg, one, module, None, tmp_path) is None and one.tested == 0
     assert P.evaluate_before(cfg, two, module, None, tmp_path) == 0.25 and two.tested == 1
     assert (tmp_path / "predictions_before.jsonl").exists()
+
+
+def test_rescore_reproduces_a_runs_own_ta_and_scores_with_another(tmp_path, capsys):
+    """tailkd-rescore with the run's own TA gives its numbers exactly (paired difference 0); another
+    TA scores the same annotations; a folder that is no run is refused by name."""
+    from tailkd.cli.rescore import main as rescore
+
+    proc = train(tmp_path / "run", "experiment=smoke", "method=tail", "signals=ta_teacher",
+                 "teacher.corruption.rate=0.4", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rescore([str(tmp_path / "run"), "--ta", "tiny", "--out", str(tmp_path / "same.jsonl")])
+    rows = _jsonl(tmp_path / "same.jsonl")
+    assert len(rows) == 32 and 0 < sum(r["teacher_correct"] for r in rows) < 32
+    assert all(r["confidence"] == r["run_confidence"] for r in rows)
+    assert "paired over the annotations: +0.000 [+0.000, +0.000]" in capsys.readouterr().out
+    rescore([str(tmp_path / "run"), "--ta", "tiny", "--set", "init_seed=5", "--out", str(tmp_path / "other.jsonl")])
+    other = _jsonl(tmp_path / "other.jsonl")
+    assert [r["id"] for r in other] == [r["id"] for r in rows]
+    assert any(r["confidence"] != r["run_confidence"] for r in other)
+    with pytest.raises(SystemExit, match="not a finished tailkd run"):
+        rescore([str(tmp_path), "--ta", "tiny"])

@@ -33,11 +33,44 @@ def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[st
         point = auroc(values, labels)
         if point is None:
             continue
-        boots = sorted(a for a in (auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws) if a is not None)
-        low = boots[int(math.floor(0.025 * len(boots)))]  # the same percentiles as aggregate.bootstrap_ci
-        high = boots[min(len(boots) - 1, int(math.ceil(0.975 * len(boots))) - 1)]
+        low, high = _percentiles(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws)
         out[name] = (point, low, high, len(values))
     return out
+
+
+def auroc_with_interval(values: list[float], labels: list[bool], resamples: int = 1000,
+                        seed: int = 0) -> tuple[float, float, float] | None:
+    """(AUROC, 95% percentile-bootstrap interval over the items); None if all are right or all wrong."""
+    point = auroc(values, labels)
+    if point is None:
+        return None
+    rng = random.Random(seed)
+    draws = ([rng.randrange(len(values)) for _ in values] for _ in range(resamples))
+    return (point, *_percentiles(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws))
+
+
+def paired_auroc_difference(first: list[float], second: list[float], labels: list[bool], resamples: int = 1000,
+                            seed: int = 0) -> tuple[float, float, float] | None:
+    """AUROC(first) - AUROC(second) over the same items, with a 95% interval from resampling the items
+    together: two scorers of one set of annotations differ by less than their separate intervals show."""
+    a, b = auroc(first, labels), auroc(second, labels)
+    if a is None or b is None:
+        return None
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(resamples):
+        d = [rng.randrange(len(labels)) for _ in labels]
+        y = [labels[i] for i in d]
+        x, z = auroc([first[i] for i in d], y), auroc([second[i] for i in d], y)
+        diffs.append(None if x is None or z is None else x - z)
+    return (a - b, *_percentiles(diffs))
+
+
+def _percentiles(values) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles, as aggregate.bootstrap_ci takes them (a draw that has only
+    right or only wrong items has no AUROC and is left out)."""
+    ordered = sorted(v for v in values if v is not None)
+    return ordered[int(math.floor(0.025 * len(ordered)))], ordered[min(len(ordered) - 1, int(math.ceil(0.975 * len(ordered))) - 1)]
 
 
 def auroc(scores: list[float], positives: list[bool]) -> float | None:
