@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from tailkd.config import config_dir
 from tailkd.errors import ConfigError, TailkdError
+from tailkd.report.pooled import read_jsonl as _jsonl
 
 log = logging.getLogger("tailkd")
 
@@ -36,14 +37,10 @@ def ta_config(name: str, overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: Path | None = None) -> list[dict]:
     """One row per annotation of every run: its gold verdict, the new TA's scores and the run's own."""
     from tailkd.methods.annotate import default_cache_dir
-    from tailkd.methods.pipeline import inference_precision
+    from tailkd.methods.pipeline import inference_precision, training_texts
     from tailkd.signals.ta import Scored, build_ta
     from tailkd.tasks import load_task_data
 
@@ -57,8 +54,7 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
         raise ConfigError("the runs were made with different task settings; rescore each task's runs separately")
     data = load_task_data(runs[0][1]["task"])
     examples = {e.id: e for e in data.train}
-    texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
-    ta = build_ta(ta_cfg, data.task, cache_dir or default_cache_dir(), texts, device=device)
+    ta = build_ta(ta_cfg, data.task, cache_dir or default_cache_dir(), training_texts(data), device=device)
     rows = []
     for run, cfg in runs:
         annotations = [a for a in _jsonl(run / "annotations.jsonl") if a["example_id"] in examples]

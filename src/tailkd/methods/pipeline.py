@@ -34,9 +34,13 @@ from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
 
+def training_texts(data: TaskData) -> list[str]:
+    """The train pool as training renders it: what a tiny model's tokenizer (student or TA) learns from."""
+    return [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
+
+
 def build_student(cfg: DictConfig, data: TaskData) -> Student:
-    texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
-    texts += [data.task.prompt(e) for e in data.test]
+    texts = training_texts(data) + [data.task.prompt(e) for e in data.test]
     return load_student(OmegaConf.to_container(cfg.student, resolve=True), cache_dir(cfg), texts)
 
 

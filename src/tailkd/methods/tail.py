@@ -147,8 +147,7 @@ class Tail:
         correct = [a.answer == gold.get(a.example_id) for a in annotations]
         ta = None
         if {"ta_student", "ta_teacher"} & set(settings.enabled):
-            texts = [data.task.prompt(e) + data.task.target(e.rationale, e.answer) for e in data.train]
-            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), texts,
+            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), P.training_texts(data),
                           device=P.inference_device(trainer))
         cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
         with P.inference(cfg, student, trainer):

@@ -20,7 +20,7 @@ SIGNALS = ("self_consistency", "ta_student", "ta_teacher")
 def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float, int]]:
     """{signal or "weight": (AUROC, CI low, CI high, annotations)} over the group's signals.jsonl rows
     with a known teacher answer; a signal no row has, or rows all right or all wrong, is left out."""
-    rows = [row for run in group.runs for row in _rows(run.path / "signals.jsonl") if row.get("teacher_correct") is not None]
+    rows = [row for run in group.runs for row in read_jsonl(run.path / "signals.jsonl") if row.get("teacher_correct") is not None]
     labels = [bool(row["teacher_correct"]) for row in rows]
     columns = {name: [(row.get(name) or {}).get("value") for row in rows] for name in SIGNALS}
     columns["weight"] = [row.get("score") for row in rows]
@@ -94,7 +94,7 @@ def auroc(scores: list[float], positives: list[bool]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _rows(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
