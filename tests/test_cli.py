@@ -173,6 +173,9 @@ def test_select_samples_only_its_candidates_then_buys_in_the_seeds_order(tmp_pat
     assert {r["id"] for r in selection} == set(in_order[:20])
     bought = [a["example_id"] for a in _jsonl(tmp_path / "s" / "annotations.jsonl")]
     assert bought == [r["id"] for r in selection] + in_order[20:32]
+    # the candidates' samples are their self-consistency signal: the same answers, not a second draw
+    signals = {r["id"]: r["self_consistency"]["answers"] for r in _jsonl(tmp_path / "s" / "signals.jsonl")}
+    assert all(signals[r["id"]] == r["answers"] for r in selection) and len(signals) == 32
 
 
 def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):

@@ -179,6 +179,30 @@ def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, mon
     assert bf16.hits == 0
 
 
+def test_answers_already_sampled_are_reused_and_only_the_other_questions_sampled(monkeypatch):
+    """select samples its candidates before buying; measuring the bought ones must not sample them again."""
+    import importlib
+
+    M = importlib.import_module("tailkd.signals.measure")
+    prompts = []
+    original = M.sample_texts
+    monkeypatch.setattr(M, "sample_texts", lambda s, p, *a, **kw: prompts.append(list(p)) or original(s, p, *a, **kw))
+    sc = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}})
+    known = {"e1": ["7", "7", None], "e4": ["1", "2", "3"]}
+    measured = measure_signals(sc, tiny_student(init_seed=4), None, chain_task(), _annotations(),
+                               {e.id: e for e in EXAMPLES}, decoding=DECODING, seed=0, cache=SignalCache(None),
+                               sampled=known)
+    task = chain_task()
+    assert prompts == [[task.prompt(e) for e in EXAMPLES if e.id not in known]]
+    by_id = {m.annotation.example_id: m.consistency for m in measured}
+    assert by_id["e1"].answers == ("7", "7", None) and by_id["e1"].majority_share == 2 / 3
+    assert by_id["e4"].answers == ("1", "2", "3") and all(len(c.answers) == 3 for c in by_id.values())
+    prompts.clear()
+    measure_signals(sc, tiny_student(init_seed=4), None, chain_task(), _annotations()[1:2],
+                    {e.id: e for e in EXAMPLES}, decoding=DECODING, seed=0, sampled=known)
+    assert prompts == []  # every question known: nothing sampled
+
+
 def test_cached_samples_are_read_with_the_current_answer_extraction(tmp_path):
     from tailkd.tasks import Task
 

@@ -89,8 +89,10 @@ class Tail:
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
         bought = {a.example_id for a in warm}
         rest = [e for e in order if e.id not in bought]
+        candidate_answers: dict[str, list] = {}
         if settings.use == "select":
-            rest = self._least_consistent_first(cfg, settings, student, trainer, data, rest, decoding, run_dir)
+            rest, candidate_answers = self._least_consistent_first(cfg, settings, student, trainer, data, rest,
+                                                                   decoding, run_dir)
         spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
         with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
             annotations = warm + collector.collect(rest, budget=budget.minus(spent))
@@ -98,7 +100,8 @@ class Tail:
 
         # signals from the warmed-up student and the TA, then stage 2
         weights, signal_summary = from_rank_zero(
-            self._signals(cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers))
+            self._signals(cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
+                          candidate_answers))
         records = records_from_annotations(annotations, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
@@ -127,7 +130,8 @@ class Tail:
     def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir):
         """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
         order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
-        order); each candidate's share goes to selection.jsonl."""
+        order); each candidate's share goes to selection.jsonl. Also returns the candidates' sampled answers,
+        which are then their self-consistency signal (not sampled a second time)."""
         # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
@@ -138,9 +142,10 @@ class Tail:
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
-        return ordered + others
+        return ordered + others, answers
 
-    def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers):
+    def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
+                 sampled=None):
         """Measure, weigh and record the signals of every annotation: (weights aligned with
         ``annotations``, the results.json summary)."""
         gold = {e.id: e.answer for e in data.train}
@@ -152,7 +157,7 @@ class Tail:
         cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
         with P.inference(cfg, student, trainer):
             measured = measure_signals(settings, student, ta, data.task, annotations, examples, decoding=decoding,
-                               seed=int(cfg.seed), cache=cache)
+                                       seed=int(cfg.seed), cache=cache, sampled=sampled)
         weighed = weigh(settings, measured)
         rows = [signal_row(m, weighed, i, c) for i, (m, c) in enumerate(zip(measured, correct))]
         P.write_jsonl(run_dir / "signals.jsonl", rows)

@@ -102,16 +102,21 @@ def measure_signals(
     decoding: Decoding,
     seed: int = 0,
     cache: SignalCache | None = None,
+    sampled: Mapping[str, Sequence[str | None]] | None = None,
 ) -> list[Measured]:
-    """The enabled signals of every annotation, in the order given."""
+    """The enabled signals of every annotation, in the order given. ``sampled``: questions' answers
+    this same student already sampled (select's candidates), used as they are; only the other
+    questions are sampled."""
     cache = cache or SignalCache(None)
     questions = unique_questions(annotations, examples)
+    known = {e.id: list(sampled[e.id]) for e in questions if sampled and e.id in sampled}
     answers: dict[str, list[str | None]] = {}
     outputs: dict[str, str] = {}
     judged_student: dict[str, TAScore] = {}
     judged_teacher: list[TAScore | None] = [None] * len(annotations)
     if "self_consistency" in settings.enabled:
-        answers = sampled_answers(student, task, questions, settings, decoding, seed, cache)
+        missing = [e for e in questions if e.id not in known]
+        answers = {**known, **(sampled_answers(student, task, missing, settings, decoding, seed, cache) if missing else {})}
     if "ta_student" in settings.enabled:
         outputs = greedy_outputs(student, task, questions, decoding, cache)
         parsed = [split_rationale(outputs[e.id], task) for e in questions]
