@@ -203,6 +203,10 @@ def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
     assert pairs and all(wrong < right for wrong, right in pairs)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["teacher_queries"] == 20 == results["teacher_replayed"] and results["teacher_cost_usd"] > 0
+    # what the weights did to the training data: the share of the training weight on right answers
+    right_weight = sum(r["weight"] for r in signals if r["teacher_correct"]) / sum(r["weight"] for r in signals)
+    assert results["teacher_annotation_accuracy_weighted"] == pytest.approx(right_weight)
+    assert results["teacher_annotation_accuracy_weighted"] > results["teacher_annotation_accuracy"]
 
 
 def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_path):

@@ -33,6 +33,7 @@ from tailkd.signals import (
     measure_signals,
     signal_row,
     weigh,
+    weighted_accuracy,
 )
 from tailkd.signals.measure import sampled_answers
 from tailkd.signals.self_consistency import summarise
@@ -165,7 +166,8 @@ class Tail:
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
-            summary.update(auroc_summary(weighed, correct))
+            summary.update(auroc_summary(weighed, correct),
+                           teacher_annotation_accuracy_weighted=weighted_accuracy(weighed.weights, correct))
         return weighed.weights, summary
 
 

@@ -21,6 +21,7 @@ from tailkd.report.pooled import pooled_aurocs
 from tailkd.report.runs import Run, Skipped, is_baseline
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
+WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weight on right teacher answers
 
 
 def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: list[Path],
@@ -84,10 +85,17 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
     if aurocs:
         with_signals = [g for g in groups if any(g.values(a) for a in aurocs)]
         lines += ["", "## Signals: AUROC at ranking right teacher annotations above wrong ones", "",
-                  "0.5 is chance; below 0.5 the signal points the wrong way for noise. Mean ± std over seeds.", ""]
-        lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs],
+                  "0.5 is chance; below 0.5 the signal points the wrong way for noise. Mean ± std over seeds. "
+                  "Teacher right: the share of bought answers that are right, and the share of the training "
+                  "weight on right answers (means over seeds).", ""]
+        # AUROC is a ranking; this column says what the weights made of it in the training data
+        shares = any(g.values(WEIGHTED) for g in with_signals)
+        lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs]
+                        + (["teacher right: bought → by weight"] if shares else []),
                         [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
-                         + [_pm(g.mean(a), g.std(a)) for a in aurocs] for g in with_signals])
+                         + [_pm(g.mean(a), g.std(a)) for a in aurocs]
+                         + ([f"{_num(g.mean('teacher_annotation_accuracy'))} → {_num(g.mean(WEIGHTED))}"] if shares else [])
+                         for g in with_signals])
         pooled = {id(g): pooled_aurocs(g) for g in with_signals if len(g.runs) > 1}
         names = [a.removeprefix("auroc_") for a in aurocs]
         if any(pooled.values()):

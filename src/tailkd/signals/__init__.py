@@ -11,7 +11,7 @@ orients, normalises and combines them into weights and measures each signal agai
 from tailkd.signals.cache import SignalCache
 from tailkd.signals.measure import Decoding, Measured, measure_signals
 from tailkd.signals.settings import SIGNALS, USES, VALUES, SignalSettings
-from tailkd.signals.weigh import Weighed, auroc_summary, signal_row, weigh
+from tailkd.signals.weigh import Weighed, auroc_summary, signal_row, weigh, weighted_accuracy
 
 __all__ = ["SIGNALS", "USES", "VALUES", "Decoding", "Measured", "SignalCache", "SignalSettings", "Weighed",
-           "auroc_summary", "measure_signals", "signal_row", "weigh"]
+           "auroc_summary", "measure_signals", "signal_row", "weigh", "weighted_accuracy"]

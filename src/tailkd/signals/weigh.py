@@ -3,8 +3,9 @@
 ``oriented`` turns each raw signal into a number where higher means "weigh this annotation more"
 (``signals.<name>.value``); ``weigh`` normalises, combines and turns the combination into weights
 (``use=weight``) or keeps/drops annotations (``use=filter``); ``auroc_summary`` measures each signal
-against gold. Every list is aligned with the annotations it was computed for: a weight belongs to
-an annotation (question and sample index), never to a question id.
+against gold, ``weighted_accuracy`` what the weights made of the share of right answers. Every list is
+aligned with the annotations it was computed for: a weight belongs to an annotation (question and
+sample index), never to a question id.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def auroc_summary(weighed: Weighed, correct: Sequence[bool | None]) -> dict[str,
     summary: dict[str, Any] = {f"auroc_{name}": auroc(column, correct) for name, column in weighed.values.items()}
     summary["auroc_weight"] = auroc(weighed.scores, correct) if weighed.values else None
     return summary
+
+
+def weighted_accuracy(weights: Sequence[float], correct: Sequence[bool | None]) -> float | None:
+    """The share of the training weight that falls on right teacher answers: what weighting or
+    filtering made of the bought set's accuracy (annotations of unknown correctness left out)."""
+    known = [(w, c) for w, c in zip(weights, correct) if c is not None]
+    total = sum(w for w, _ in known)
+    return sum(w for w, c in known if c) / total if total > 0 else None
 
 
 def signal_row(m: Measured, weighed: Weighed, i: int, correct: bool | None) -> dict[str, Any]:
