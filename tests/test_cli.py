@@ -176,6 +176,24 @@ def test_select_samples_only_its_candidates_then_buys_in_the_seeds_order(tmp_pat
     # the candidates' samples are their self-consistency signal: the same answers, not a second draw
     signals = {r["id"]: r["self_consistency"]["answers"] for r in _jsonl(tmp_path / "s" / "signals.jsonl")}
     assert all(signals[r["id"]] == r["answers"] for r in selection) and len(signals) == 32
+    # every candidate was bought: the shares, not the buying order, placed them
+    assert json.loads((tmp_path / "s" / "results.json").read_text())["select_bought_by_order"] == 0.0
+
+
+def test_select_says_how_many_purchases_the_buying_order_chose_among_tied_candidates(caplog):
+    from tailkd.methods.tail import Selection
+
+    shares = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25, "e": 0.5, "f": 0.75}
+    selection = Selection(order=[], answers={}, shares=shares)
+    # three of the four tied at 0.25 bought: their place came from the order, not the shares
+    assert selection.summary(["a", "b", "c"])["select_bought_by_order"] == 1.0
+    assert "3 of 3 purchases were candidates tied at majority share 0.25" in caplog.text
+    # the whole tie and the only candidate at 0.5 bought: the shares decided every place
+    assert selection.summary(["a", "b", "c", "d", "e"])["select_bought_by_order"] == 0.0
+    # a purchase past the candidates (buying order, no share) is not the shares' decision to count
+    shares2 = {"a": 0.25, "b": 0.5, "c": 0.5}
+    assert Selection([], {}, shares2).summary(["a", "b", "x"])["select_bought_by_order"] == 0.5
+    assert Selection([], {}, shares2).summary(["x"])["select_bought_by_order"] is None
 
 
 def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):

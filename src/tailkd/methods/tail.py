@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +92,20 @@ class Tail:
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
         bought = {a.example_id for a in warm}
         rest = [e for e in order if e.id not in bought]
-        candidate_answers: dict[str, list] = {}
+        selection = None
         if settings.use == "select":
-            rest, candidate_answers = self._least_consistent_first(cfg, settings, student, trainer, data, rest,
-                                                                   decoding, run_dir)
+            selection = self._least_consistent_first(cfg, settings, student, trainer, data, rest, decoding, run_dir)
+            rest = selection.order
         spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
         with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
             annotations = warm + collector.collect(rest, budget=budget.minus(spent))
         spend = P.spend_summary(collector, annotations, run_dir)
+        selection_summary = selection.summary([a.example_id for a in annotations[len(warm):]]) if selection else {}
 
         # signals from the warmed-up student and the TA, then stage 2
         weights, signal_summary = from_rank_zero(
             self._signals(cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
-                          candidate_answers))
+                          selection.answers if selection else None))
         records = records_from_annotations(annotations, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
@@ -121,18 +124,18 @@ class Tail:
             num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
             stop_strings=module.stop, **datamodule.lengths,
             warmup_examples=len(warm_records), warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps,
-            stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary,
+            stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary, **selection_summary,
         )
         P.keep_student(cfg, student, run_dir, results)
         P.finish_logging(loggers, results)
         checkpoints.finish()
         return results
 
-    def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir):
+    def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir) -> Selection:
         """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
         order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
-        order); each candidate's share goes to selection.jsonl. Also returns the candidates' sampled answers,
-        which are then their self-consistency signal (not sampled a second time)."""
+        order); each candidate's share goes to selection.jsonl. The candidates' sampled answers are then
+        their self-consistency signal (not sampled a second time)."""
         # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
@@ -143,7 +146,7 @@ class Tail:
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
-        return ordered + others, answers
+        return Selection(ordered + others, answers, shares)
 
     def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
                  sampled=None):
@@ -169,6 +172,32 @@ class Tail:
             summary.update(auroc_summary(weighed, correct),
                            teacher_annotation_accuracy_weighted=weighted_accuracy(weighed.weights, correct))
         return weighed.weights, summary
+
+
+@dataclass(frozen=True)
+class Selection:
+    """select's buying order, with each candidate's sampled answers and majority share."""
+
+    order: list
+    answers: dict[str, list]
+    shares: dict[str, float]
+
+    def summary(self, bought: Sequence[str]) -> dict[str, Any]:
+        """How much of the purchase the shares decided. Candidates tied at the share where buying stopped
+        are bought in the buying order: with few samples (k) and a weak student most candidates tie at
+        the lowest share, and select then buys what random buying would."""
+        chosen = [i for i in dict.fromkeys(bought) if i in self.shares]  # a question once, whatever its samples
+        if not chosen:
+            return {"select_bought_by_order": None}
+        cutoff = max(self.shares[i] for i in chosen)
+        in_tie = sum(self.shares[i] == cutoff for i in chosen)
+        tied = sum(s == cutoff for s in self.shares.values())
+        by_order = in_tie if tied > in_tie else 0
+        if by_order > len(chosen) / 2:
+            log.warning("select: %d of %d purchases were candidates tied at majority share %.2f (%d of %d candidates), "
+                        "bought in the buying order: the student's samples could not tell them apart (raise "
+                        "signals.self_consistency.k?)", by_order, len(chosen), cutoff, tied, len(self.shares))
+        return {"select_bought_by_order": by_order / len(chosen)}
 
 
 def _signal_cache(cfg, student, trainer=None) -> SignalCache:
