@@ -176,24 +176,33 @@ def test_select_samples_only_its_candidates_then_buys_in_the_seeds_order(tmp_pat
     # the candidates' samples are their self-consistency signal: the same answers, not a second draw
     signals = {r["id"]: r["self_consistency"]["answers"] for r in _jsonl(tmp_path / "s" / "signals.jsonl")}
     assert all(signals[r["id"]] == r["answers"] for r in selection) and len(signals) == 32
-    # every candidate was bought: the shares, not the buying order, placed them
-    assert json.loads((tmp_path / "s" / "results.json").read_text())["select_bought_by_order"] == 0.0
+    # every candidate was bought: select only ordered the purchases, it chose none
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert results["select_bought_by_order"] is None and results["select_cutoff_tie"] is None
 
 
 def test_select_says_how_many_purchases_the_buying_order_chose_among_tied_candidates(caplog):
     from tailkd.methods.tail import Selection
 
-    shares = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25, "e": 0.5, "f": 0.75}
-    selection = Selection(order=[], answers={}, shares=shares)
-    # three of the four tied at 0.25 bought: their place came from the order, not the shares
-    assert selection.summary(["a", "b", "c"])["select_bought_by_order"] == 1.0
-    assert "3 of 3 purchases were candidates tied at majority share 0.25" in caplog.text
-    # the whole tie and the only candidate at 0.5 bought: the shares decided every place
-    assert selection.summary(["a", "b", "c", "d", "e"])["select_bought_by_order"] == 0.0
-    # a purchase past the candidates (buying order, no share) is not the shares' decision to count
-    shares2 = {"a": 0.25, "b": 0.5, "c": 0.5}
-    assert Selection([], {}, shares2).summary(["a", "b", "x"])["select_bought_by_order"] == 0.5
-    assert Selection([], {}, shares2).summary(["x"])["select_bought_by_order"] is None
+    def summary(shares, bought):
+        return Selection(order=[], answers={}, shares=shares).summary(bought)
+
+    weak = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25, "e": 0.25, "f": 0.75}
+    # 5 of 6 candidates tie at the lowest share; 2 of them bought: both could have been 2 others
+    assert summary(weak, ["a", "b"]) == {"select_bought_by_order": 1.0, "select_cutoff_tie": 5 / 6}
+    assert "5 of 6 candidates tie at majority share 0.25" in caplog.text
+    # 4 of the 5 tied bought: only one purchase could have gone to the one left (a sample per question)
+    assert summary(weak, ["a", "a", "b", "c", "d"])["select_bought_by_order"] == 0.25
+    caplog.clear()
+    # a small tie at share 0 (never an answer) and buying stopped inside it: by order, but not a weak selection
+    informative = {"a": 0.0, "b": 0.0, **{f"q{i}": 0.75 for i in range(8)}}
+    assert summary(informative, ["a"]) == {"select_bought_by_order": 1.0, "select_cutoff_tie": 0.2}
+    assert "tie at majority share" not in caplog.text
+    # the shares decided every purchase: the cut fell between two shares
+    assert summary(informative, ["a", "b"])["select_bought_by_order"] == 0.0
+    # a purchase past the candidates has no share; all candidates bought: nothing was chosen
+    assert summary(informative, ["x"])["select_bought_by_order"] is None
+    assert summary({"a": 0.25, "b": 0.5}, ["a", "b", "x"])["select_bought_by_order"] is None
 
 
 def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
@@ -204,9 +213,10 @@ def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
 
     data = load_task_data(task_cfg(train_size=48, test_size=16, max_new_tokens=24))
     rows = []
-    for e in data.train:
+    for i, e in enumerate(data.train):
         first, second = e.question.removeprefix("What is ").removesuffix("?").split()[:3:2]
-        rows.append({"question": e.question, "text": f"{first} + {second} = 1000. The answer is 1000."})  # wrong sums
+        wrong = f"{first} + {second} = 1000. The answer is 1000." if i % 3 else "I cannot tell."  # no answer: not trained on
+        rows.append({"question": e.question, "text": wrong})  # wrong sums
         rows.append({"question": e.question, "text": f"{e.rationale} The answer is {e.answer}."})
     path = tmp_path / "recorded.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -216,13 +226,15 @@ def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     signals = _jsonl(tmp_path / "run" / "signals.jsonl")
     assert len(signals) == 20 and len({(r["id"], r["sample_index"]) for r in signals}) == 20
-    weights = {(r["id"], r["sample_index"]): r["weight"] for r in signals}
+    weights = {(r["id"], r["sample_index"]): r["weight"] for r in signals if r["teacher_answer"] is not None}
     pairs = [(weights[(q, 0)], weights[(q, 1)]) for q, s in weights if s == 0 and (q, 1) in weights]
     assert pairs and all(wrong < right for wrong, right in pairs)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["teacher_queries"] == 20 == results["teacher_replayed"] and results["teacher_cost_usd"] > 0
     # what the weights did to the training data: the share of the training weight on right answers
-    right_weight = sum(r["weight"] for r in signals if r["teacher_correct"]) / sum(r["weight"] for r in signals)
+    trained = [r for r in signals if r["teacher_answer"] is not None]
+    assert 0 < len(trained) < len(signals)
+    right_weight = sum(r["weight"] for r in trained if r["teacher_correct"]) / sum(r["weight"] for r in trained)
     assert results["teacher_annotation_accuracy_weighted"] == pytest.approx(right_weight)
     assert results["teacher_annotation_accuracy_weighted"] > results["teacher_annotation_accuracy"]
 

@@ -268,19 +268,25 @@ def test_signal_aurocs_pooled_over_seeds_with_a_bootstrap_interval(tmp_path):
     assert "ta_student" not in pooled
     assert report_main([str(tmp_path)]) == 0
     assert "| 6 | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000] |" in (tmp_path / "report.md").read_text()
+    assert "by weight" not in (tmp_path / "report.md").read_text()  # runs without the weighted share
 
 
 def test_signal_section_shows_the_share_of_training_weight_on_right_answers(tmp_path):
-    """Bought 50% right at each seed; the weights put 70% and 80% of the training on right answers."""
-    for seed, weighted in ((0, 0.7), (1, 0.8)):
+    """Bought 50% right at each seed; the weights put 70% and 80% of the training on right answers. A
+    third seed from before the weighted share was recorded (90% bought) stays out of both means."""
+    for seed, weighted in ((0, 0.7), (1, 0.8), (2, None)):
         folder = tmp_path / f"tail_s{seed}"
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=tail", "signals=all", f"seed={seed}"]))
-        (folder / "results.json").write_text(json.dumps({
-            "task": "gsm8k", "student": "tiny", "method": "tail", "seed": seed, "test_accuracy": 0.1,
-            "signals_preset": "all", "signals": ["ta_teacher"], "auroc_ta_teacher": 0.7, "auroc_weight": 0.7,
-            "teacher_annotation_accuracy": 0.5, "teacher_annotation_accuracy_weighted": weighted}))
+        results = {"task": "gsm8k", "student": "tiny", "method": "tail", "seed": seed, "test_accuracy": 0.1,
+                   "signals_preset": "all", "signals": ["ta_teacher"], "auroc_ta_teacher": 0.7, "auroc_weight": 0.7,
+                   "teacher_annotation_accuracy": 0.5 if weighted else 0.9}
+        if weighted is not None:
+            results["teacher_annotation_accuracy_weighted"] = weighted
+        (folder / "results.json").write_text(json.dumps(results))
     assert report_main([str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "teacher right: bought → by weight" in text
     assert "| 0.700 ± 0.000 | 0.700 ± 0.000 | 0.500 → 0.750 |" in text
+    (summary,) = csv.DictReader((tmp_path / "summary.csv").open())
+    assert float(summary["teacher_annotation_accuracy_weighted_mean"]) == pytest.approx(0.75)

@@ -203,6 +203,16 @@ def test_answers_already_sampled_are_reused_and_only_the_other_questions_sampled
     assert prompts == []  # every question known: nothing sampled
 
 
+def test_weighted_accuracy_is_the_share_of_training_weight_on_right_answers():
+    from tailkd.signals import weighted_accuracy
+
+    assert weighted_accuracy([1.0, 1.0, 1.0, 1.0], [True, True, False, False]) == 0.5
+    assert weighted_accuracy([1.0, 0.5, 0.1, 0.4], [True, True, False, False]) == pytest.approx(0.75)
+    assert weighted_accuracy([0.0, 1.0, 0.0], [True, False, True]) == 0.0  # filtered out: no weight
+    assert weighted_accuracy([1.0, 1.0, 3.0], [True, False, None]) == 0.5  # unknown gold left out
+    assert weighted_accuracy([0.0, 0.0], [True, False]) is None
+
+
 def test_cached_samples_are_read_with_the_current_answer_extraction(tmp_path):
     from tailkd.tasks import Task
 

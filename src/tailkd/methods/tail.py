@@ -140,9 +140,9 @@ class Tail:
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
         with P.inference(cfg, student, trainer):
-            answers = sampled_answers(student, data.task, candidates, settings, decoding, int(cfg.seed),
-                                      _signal_cache(cfg, student, trainer))
-        shares = from_rank_zero({e.id: summarise(answers[e.id]).majority_share for e in candidates})
+            answers = from_rank_zero(sampled_answers(student, data.task, candidates, settings, decoding,
+                                                     int(cfg.seed), _signal_cache(cfg, student, trainer)))
+        shares = {e.id: summarise(answers[e.id]).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
@@ -169,8 +169,10 @@ class Tail:
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
+            # an annotation without a parsed answer is not trained on, whatever its weight
+            trained = [0.0 if a.parse_failed else w for a, w in zip(annotations, weighed.weights)]
             summary.update(auroc_summary(weighed, correct),
-                           teacher_annotation_accuracy_weighted=weighted_accuracy(weighed.weights, correct))
+                           teacher_annotation_accuracy_weighted=weighted_accuracy(trained, correct))
         return weighed.weights, summary
 
 
@@ -183,21 +185,25 @@ class Selection:
     shares: dict[str, float]
 
     def summary(self, bought: Sequence[str]) -> dict[str, Any]:
-        """How much of the purchase the shares decided. Candidates tied at the share where buying stopped
-        are bought in the buying order: with few samples (k) and a weak student most candidates tie at
-        the lowest share, and select then buys what random buying would."""
+        """How much choosing the shares did. Buying stops inside a group of candidates tied at one share,
+        and those are bought in the buying order: ``select_bought_by_order`` is the share of the bought
+        candidates that another tie-break could have swapped for an unbought one, ``select_cutoff_tie``
+        the share of candidates in that tie. With a weak student and few samples (k) most candidates tie
+        at the lowest share and both are near 1: select bought what random buying would. None when every
+        candidate was bought: select then only ordered the purchases."""
         chosen = [i for i in dict.fromkeys(bought) if i in self.shares]  # a question once, whatever its samples
-        if not chosen:
-            return {"select_bought_by_order": None}
+        if not chosen or len(chosen) == len(self.shares):
+            return {"select_bought_by_order": None, "select_cutoff_tie": None}
         cutoff = max(self.shares[i] for i in chosen)
         in_tie = sum(self.shares[i] == cutoff for i in chosen)
         tied = sum(s == cutoff for s in self.shares.values())
-        by_order = in_tie if tied > in_tie else 0
-        if by_order > len(chosen) / 2:
-            log.warning("select: %d of %d purchases were candidates tied at majority share %.2f (%d of %d candidates), "
-                        "bought in the buying order: the student's samples could not tell them apart (raise "
-                        "signals.self_consistency.k?)", by_order, len(chosen), cutoff, tied, len(self.shares))
-        return {"select_bought_by_order": by_order / len(chosen)}
+        swappable = min(in_tie, tied - in_tie)
+        if swappable > len(chosen) / 2 and tied > len(self.shares) / 2:
+            log.warning("select: %d of %d candidates tie at majority share %.2f and %d of the %d purchases among "
+                        "them were chosen by the buying order: the student's samples could not tell the "
+                        "candidates apart (raise signals.self_consistency.k?)",
+                        tied, len(self.shares), cutoff, swappable, len(chosen))
+        return {"select_bought_by_order": swappable / len(chosen), "select_cutoff_tie": tied / len(self.shares)}
 
 
 def _signal_cache(cfg, student, trainer=None) -> SignalCache:

@@ -11,6 +11,7 @@ from typing import Any
 from tailkd.report.aggregate import (
     SPEND,
     Group,
+    _is_number,
     bootstrap_ci,
     constant_settings,
     group_runs,
@@ -94,7 +95,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                         + (["teacher right: bought → by weight"] if shares else []),
                         [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
                          + [_pm(g.mean(a), g.std(a)) for a in aurocs]
-                         + ([f"{_num(g.mean('teacher_annotation_accuracy'))} → {_num(g.mean(WEIGHTED))}"] if shares else [])
+                         + ([_bought_and_weighted(g)] if shares else [])
                          for g in with_signals])
         pooled = {id(g): pooled_aurocs(g) for g in with_signals if len(g.runs) > 1}
         names = [a.removeprefix("auroc_") for a in aurocs]
@@ -139,7 +140,8 @@ def _write_runs_csv(runs: list[Run], path: Path) -> None:
 
 
 def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs: list[str], path: Path) -> None:
-    numbers = [metric, f"{metric}_before", *SPEND, *aurocs]
+    numbers = [metric, f"{metric}_before", *SPEND, *aurocs, "teacher_annotation_accuracy", WEIGHTED,
+               "select_bought_by_order"]
     setting_keys = sorted({k for g in groups for k in g.setting})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -157,6 +159,15 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
                                _cell(statistics.fmean(diffs) if diffs else math.nan),
                                _cell(statistics.stdev(diffs) if len(diffs) > 1 else math.nan), _cell(low), _cell(high),
                                " ".join(g.commits())])
+
+
+def _bought_and_weighted(group: Group) -> str:
+    """Both means over the same runs (those that recorded both: older runs have no weighted share)."""
+    pairs = [(r.results["teacher_annotation_accuracy"], r.results[WEIGHTED]) for r in group.runs
+             if _is_number(r.results.get("teacher_annotation_accuracy")) and _is_number(r.results.get(WEIGHTED))]
+    if not pairs:
+        return "–"
+    return f"{statistics.fmean(b for b, _ in pairs):.3f} → {statistics.fmean(w for _, w in pairs):.3f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

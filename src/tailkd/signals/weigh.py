@@ -78,7 +78,8 @@ def auroc_summary(weighed: Weighed, correct: Sequence[bool | None]) -> dict[str,
 
 def weighted_accuracy(weights: Sequence[float], correct: Sequence[bool | None]) -> float | None:
     """The share of the training weight that falls on right teacher answers: what weighting or
-    filtering made of the bought set's accuracy (annotations of unknown correctness left out)."""
+    filtering made of the bought set's accuracy. ``weights`` as the annotations train (0 for one that
+    does not); annotations of unknown correctness are left out; None when no weight is left."""
     known = [(w, c) for w, c in zip(weights, correct) if c is not None]
     total = sum(w for w, _ in known)
     return sum(w for w, c in known if c) / total if total > 0 else None
