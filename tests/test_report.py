@@ -290,3 +290,33 @@ def test_signal_section_shows_the_share_of_training_weight_on_right_answers(tmp_
     assert "| 0.700 ± 0.000 | 0.700 ± 0.000 | 0.500 → 0.750 |" in text
     (summary,) = csv.DictReader((tmp_path / "summary.csv").open())
     assert float(summary["teacher_annotation_accuracy_weighted_mean"]) == pytest.approx(0.75)
+
+
+def test_per_question_comparison_pools_the_seeds_test_answers_with_a_sign_test(tmp_path):
+    """Three seeds of 0-3% accuracy give a bootstrap over three numbers; the test answers give more:
+    right here only 3 times, in finetune only once (over the seeds both have) -> exact sign test p = 0.625."""
+    right = {("tail", 0): {"q1", "q2", "q3"}, ("finetune", 0): {"q3"},
+             ("tail", 1): {"q1"}, ("finetune", 1): {"q2"}, ("finetune", 2): {"q1", "q2"}}
+    for method in ("tail", "finetune"):
+        for seed in (0, 1, 2):
+            folder = tmp_path / method / f"{seed}_gsm8k_{method}_s{seed}"
+            (folder / ".hydra").mkdir(parents=True)
+            (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}", f"seed={seed}"]))
+            got = right.get((method, seed), set())
+            (folder / "results.json").write_text(json.dumps({
+                "task": "gsm8k", "student": "tiny", "method": method, "seed": seed, "test_accuracy": len(got) / 4}))
+            if (method, seed) != ("tail", 2):  # a run without predictions: its seed is left out
+                (folder / "predictions.jsonl").write_text("".join(
+                    json.dumps({"id": q, "correct": q in got}) + "\n" for q in ("q1", "q2", "q3", "q4")))
+    from tailkd.report.pooled import sign_test
+
+    assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(0, 0) == 1.0
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    tail_row = next(line for line in report.splitlines() if line.startswith("| tail |"))
+    assert "3 / 1 of 8 (p = 0.625)" in tail_row
+    with (tmp_path / "summary.csv").open() as f:
+        tail = next(r for r in csv.DictReader(f) if r["method"] == "tail")
+    assert (tail["questions_right_only_here"], tail["questions_right_only_in_baseline"]) == ("3", "1")
+    assert float(tail["sign_test_p"]) == pytest.approx(0.625)

@@ -94,6 +94,38 @@ def auroc(scores: list[float], positives: list[bool]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def pooled_test_answers(group: Group) -> tuple[int, int, int] | None:
+    """(test questions right here only, right in the baseline only, answers compared), pooled over the
+    seeds both have predictions.jsonl for. Three seeds give the paired bootstrap three numbers; at a few
+    percent accuracy the question-level disagreements are where the evidence is."""
+    if group.baseline is None or group.baseline is group:
+        return None
+    base = {str(r.seed): r for r in group.baseline.runs}
+    only_here = only_base = compared = 0
+    for run in group.runs:
+        other = base.get(str(run.seed))
+        mine, theirs = _test_answers(run.path), _test_answers(other.path) if other is not None else {}
+        for question in mine.keys() & theirs.keys():
+            compared += 1
+            only_here += mine[question] and not theirs[question]
+            only_base += theirs[question] and not mine[question]
+    return (only_here, only_base, compared) if compared else None
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test on the discordant pairs (McNemar's exact test): ties carry no evidence."""
+    n = wins + losses
+    if not n:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _test_answers(run_dir: Path) -> dict[str, bool]:
+    return {str(row["id"]): bool(row["correct"]) for row in read_jsonl(run_dir / "predictions.jsonl")
+            if "id" in row and "correct" in row}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []

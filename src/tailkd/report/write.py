@@ -18,7 +18,7 @@ from tailkd.report.aggregate import (
     label,
     varying_keys,
 )
-from tailkd.report.pooled import pooled_aurocs
+from tailkd.report.pooled import pooled_aurocs, pooled_test_answers, sign_test
 from tailkd.report.runs import Run, Skipped, is_baseline
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
@@ -66,10 +66,14 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
               f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
               "setting otherwise (task, student, budget, teacher). Paired: the difference to "
               f"`{baseline}` seed by seed (the same seed buys the same questions), mean ± std, its 95% "
-              "percentile-bootstrap interval, and how many seeds it won / lost. Commit: the source the runs "
+              "percentile-bootstrap interval, and how many seeds it won / lost. Test questions: pooled over "
+              f"the seeds both have, how many this setting answered right and `{baseline}` wrong, and the "
+              "reverse, with an exact sign test on those (ties carry no evidence). Commit: the source the runs "
               "came from.", ""]
-    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI",
-                     "before training", "teacher queries", "teacher cost USD", "commit"]
+    per_question = metric == "test_accuracy"  # predictions.jsonl holds the test answers behind it
+    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI"] + (
+        ["test questions right here / in baseline only (sign test)"] if per_question else []) + [
+        "before training", "teacher queries", "teacher cost USD", "commit"]
     rows = []
     for g in groups:
         base = is_baseline(g.setting, baseline)
@@ -78,6 +82,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
             _pct(g.relative_improvement(metric)) if not base else "",
             _paired(diffs) if not base else "", _ci(diffs) if not base else "",
+        ] + ([_per_question(g) if not base else ""] if per_question else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
             " ".join(g.commits()) or "–",
         ])
@@ -148,17 +153,28 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
         writer.writerow(setting_keys + ["label", "seeds", "budget"]
                         + [f"{n}_{s}" for n in numbers for s in ("mean", "std")]
                         + ["relative_improvement_pct", "paired_n", "paired_mean", "paired_std", "paired_ci_low",
-                           "paired_ci_high", "commits"])
+                           "paired_ci_high", "questions_right_only_here", "questions_right_only_in_baseline",
+                           "questions_compared", "sign_test_p", "commits"])
         for g in groups:
             diffs = g.paired_differences(metric)
             low, high = bootstrap_ci(diffs) if len(diffs) > 1 else (math.nan, math.nan)
+            pooled = pooled_test_answers(g) if metric == "test_accuracy" else None
+            questions = [*pooled, sign_test(*pooled[:2])] if pooled else ["", "", "", ""]
             writer.writerow([g.setting.get(k, "") for k in setting_keys]
                             + [label(g, keys), len(g.runs), _cell(g.budget())]
                             + [_cell(v) for n in numbers for v in (g.mean(n), g.std(n))]
                             + [_cell(g.relative_improvement(metric)), len(diffs),
                                _cell(statistics.fmean(diffs) if diffs else math.nan),
                                _cell(statistics.stdev(diffs) if len(diffs) > 1 else math.nan), _cell(low), _cell(high),
-                               " ".join(g.commits())])
+                               *questions, " ".join(g.commits())])
+
+
+def _per_question(group: Group) -> str:
+    pooled = pooled_test_answers(group)
+    if pooled is None:
+        return "–"
+    here, base, n = pooled
+    return f"{here} / {base} of {n} (p = {sign_test(here, base):.3f})"
 
 
 def _bought_and_weighted(group: Group) -> str:
