@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 TARGETS = ("rationale", "answer")
 
 
+def trained_weights(annotations: Sequence[Annotation], weights: Sequence[float] | None = None) -> list[float]:
+    """The weight each annotation trains with: ``weights[i]`` (default 1), 0 where its answer could not
+    be parsed."""
+    if weights is not None and len(weights) != len(annotations):
+        raise ValueError(f"{len(weights)} weights for {len(annotations)} annotations")
+    return [0.0 if a.parse_failed else (1.0 if weights is None else weights[i]) for i, a in enumerate(annotations)]
+
+
 def records_from_annotations(
     annotations: Sequence[Annotation],
     task: Task,
@@ -39,12 +47,9 @@ def records_from_annotations(
     """One record per parsed annotation, weighted by ``weights[i]`` for ``annotations[i]`` (default 1;
     weight 0 drops it). Annotations whose answer could not be parsed are skipped (they stay in
     annotations.jsonl, paid for and visible)."""
-    if weights is not None and len(weights) != len(annotations):
-        raise ValueError(f"{len(weights)} weights for {len(annotations)} annotations")
     records = []
-    for i, a in enumerate(annotations):
-        weight = 1.0 if weights is None else weights[i]
-        if a.parse_failed or weight == 0:
+    for a, weight in zip(annotations, trained_weights(annotations, weights)):
+        if weight == 0:
             continue
         prompt = task.prompt(questions[a.example_id])
         full_target = task.target(a.rationale, a.answer)

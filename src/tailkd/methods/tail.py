@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
-from tailkd.methods.finetune import records_from_annotations
+from tailkd.methods.finetune import records_from_annotations, trained_weights
 from tailkd.signals import (
     Decoding,
     SignalCache,
@@ -169,8 +169,7 @@ class Tail:
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
-            # an annotation without a parsed answer is not trained on, whatever its weight
-            trained = [0.0 if a.parse_failed else w for a, w in zip(annotations, weighed.weights)]
+            trained = trained_weights(annotations, weighed.weights)
             summary.update(auroc_summary(weighed, correct),
                            teacher_annotation_accuracy_weighted=weighted_accuracy(trained, correct))
         return weighed.weights, summary
