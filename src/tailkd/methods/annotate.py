@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tailkd.tasks import Example, TaskData, load_task_data
 from tailkd.teachers import Annotation, Collector, build_collector, get_selector
+from tailkd.teachers.audit import log_audit, parse_audit
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,14 @@ def buying_order(cfg: DictConfig, data: TaskData) -> list[Example]:
 
 
 def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_dir: Path) -> dict[str, Any]:
-    """Writes annotations.jsonl; returns the ledger's totals."""
+    """Writes annotations.jsonl; returns the ledger's totals and the audit of how the teacher's text
+    was read (logged too)."""
     write_jsonl(run_dir / "annotations.jsonl", (a.to_dict() for a in annotations))
     summary = collector.ledger.summary()
     summary["teacher_parse_failures"] = sum(a.parse_failed for a in annotations)
+    audit = parse_audit(annotations, {i: e.answer for i, e in collector.examples.items()})
+    log_audit(audit)
+    summary["teacher_parse"] = audit
     summary["teacher_model"] = collector.backend.model  # a recorded teacher's comes from its rows
     return summary
 

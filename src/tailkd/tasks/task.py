@@ -8,7 +8,7 @@ example into what the student reads and what it learns to write (rationale, then
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,10 @@ import jinja2
 from tailkd.errors import ConfigError, DataError
 from tailkd.tasks.answers import AnswerExtractor
 from tailkd.tasks.rationale import clean_rationale
+from tailkd.tasks.teacher_text import TeacherReading, read_teacher_text
+
+# where a teacher's invented next exemplar starts, for tasks that name none: sent as stop sequences
+DEFAULT_TEACHER_STOP = ("\nQ:", "\nQuestion:")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class Task:
         self.max_new_tokens: int = int(cfg.get("max_new_tokens", 128))
         self.clean_rationales: bool = bool(cfg.get("clean_rationale", True))
         self.until: list[str] = list(cfg.get("until") or [])
+        stop = cfg.get("teacher_stop")
+        self.teacher_stop: tuple[str, ...] = DEFAULT_TEACHER_STOP if stop is None else tuple(str(s) for s in stop)
 
     # -- reading rows ------------------------------------------------------------------------------
     def example_from_row(self, row: Mapping[str, Any], default_id: str, where: str) -> Example:
@@ -169,6 +175,15 @@ class Task:
     # -- scoring -----------------------------------------------------------------------------------
     def extract_answer(self, text: str, example: Example | None = None) -> str | None:
         return self.extractor(text, example.choices if example else None)
+
+    def read_teacher(self, text: str, example: Example | None = None,
+                     stops: Sequence[str] | None = None) -> TeacherReading:
+        """A teacher's text read strictly (:mod:`tailkd.tasks.teacher_text`): its invented continuation
+        cut at ``stops`` (default: the task's ``teacher_stop``), the answer it concludes with."""
+        return read_teacher_text(
+            text, self.extractor.type.name, self.extractor,
+            choices=example.choices if example else None,
+            stops=self.teacher_stop if stops is None else stops, fallback=self.extractor.fallback)
 
     def is_correct(self, text: str, example: Example) -> bool:
         return self.extract_answer(text, example) == example.answer

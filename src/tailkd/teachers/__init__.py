@@ -19,6 +19,19 @@ from tailkd.teachers.pricing import resolve_price
 CACHE_FILE = "teacher_cache.sqlite"
 
 
+def teacher_stops(teacher: Mapping[str, Any], task: Task) -> tuple[str, ...]:
+    """The stop sequences a request is sent with (``teacher.stop``, null: the task's ``teacher_stop``),
+    so that nobody pays for a few-shot teacher's invented next question; the collector also cuts there."""
+    stop = teacher.get("stop")
+    if stop is None:
+        return task.teacher_stop
+    if isinstance(stop, str):
+        stop = [stop]
+    if not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError(f"teacher.stop must be a list of non-empty strings or null (got {stop!r})")
+    return tuple(stop)
+
+
 def build_collector(
     teacher: Mapping[str, Any],
     budget: Mapping[str, Any],
@@ -37,6 +50,7 @@ def build_collector(
     except TypeError as err:
         raise ConfigError(f"teacher.retry: {err}") from err
     params = {k: teacher.get(k) for k in ("temperature", "max_tokens", "top_p") if teacher.get(k) is not None}
+    params["stop"] = teacher_stops(teacher, task)
     price = resolve_price(backend.model, teacher.get("price"))
     cache = CompletionCache(Path(cache_dir) / CACHE_FILE) if backend.cacheable else None
     lease = float(teacher.get("claim_lease_s") or 600.0)

@@ -26,6 +26,10 @@ class Annotation:
     model: str
     sample_index: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # where the teacher's invented continuation was cut from ``text`` (None: nothing was), and which
+    # rule read the answer (statement, first, fallback) or why none was taken (hedge, no_answer)
+    cut_at: int | None = None
+    parse: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -46,8 +50,9 @@ def approx_tokens(text: str) -> int:
 
 
 def split_rationale(text: str, task: Task) -> tuple[str | None, str | None]:
-    """(rationale, answer) of a teacher text: the answer by the task's extractor, the rationale is the
-    text before the last answer sentence."""
+    """(rationale, answer) of a *student's* text, read as it is scored: the answer by the task's
+    extractor, the rationale the text before the last answer sentence. A teacher's text is read
+    strictly instead (:meth:`tailkd.tasks.Task.read_teacher`)."""
     answer = task.extract_answer(text)
     matches = task.extractor.matches(text)
     rationale = text[: matches[-1].start()].strip() if matches else text.strip()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
 from tailkd.teachers.backends.base import Backend, Completion, TeacherCallError, TeacherRequest
-from tailkd.teachers.base import Annotation, approx_tokens, split_rationale
+from tailkd.teachers.base import Annotation, approx_tokens
 from tailkd.teachers.budget import Budget, BudgetGuard, Spend
 from tailkd.teachers.cache import CompletionCache
 from tailkd.teachers.ledger import Ledger
@@ -102,6 +102,8 @@ class Collector:
         self.task = task
         self.system_prompt = system_prompt
         params = dict(params or {})
+        if params.get("stop") is not None:  # hashable: requests are grouped by their parameters
+            params["stop"] = tuple(str(s) for s in params["stop"])
         if params.get("max_tokens") is None:
             params["max_tokens"] = DEFAULT_MAX_TOKENS
         self.params = tuple(sorted(params.items()))
@@ -121,6 +123,9 @@ class Collector:
         self.rationale_from = rationale_from
         self.claim_lease_s = float(claim_lease_s)  # longer than any request with its retries takes
         self.poll_s = float(poll_s)
+        # the questions asked so far, by id: a teacher's answer is read against its choices, graded
+        # against its gold answer in the parse audit
+        self.examples: dict[str, Example] = {}
 
     # -- requests ----------------------------------------------------------------------------------
     def prompt_text(self, question: str) -> str:
@@ -139,7 +144,9 @@ class Collector:
         """A request with the user message ``user`` (after the system prompt, if any) and the teacher's
         decoding parameters, ``params`` overriding them (a drafting temperature, say)."""
         messages = ((("system", self.system_prompt),) if self.system_prompt else ()) + (("user", user),)
-        merged = tuple(sorted({**dict(self.params), **params}.items())) if params else self.params
+        # a parameter given as None is not sent (drafting a question sends no stop sequences)
+        merged = tuple(sorted((k, v) for k, v in {**dict(self.params), **params}.items() if v is not None)
+                       ) if params else self.params
         return TeacherRequest(request_id, messages, merged, sample_index, tuple(sorted((context or {}).items())))
 
     def rendered(self, user: str) -> str:
@@ -222,6 +229,7 @@ class Collector:
         collector's, or ``budget`` for this call) or the questions run out. Failed questions are
         skipped (and logged), so the next one is bought."""
         self.backend.prepare(self.task, order)
+        self.examples.update((e.id, e) for e in order)
         return self._run([r for e in order for r in self.requests_for(e)], budget or self.budget)
 
     def _run(self, requests: list[TeacherRequest], budget: Budget, pool: bool = True) -> list[Annotation]:
@@ -416,16 +424,21 @@ class Collector:
         results[index] = self._annotation(request, c, outcome.cost_usd, cache_hit=False)
 
     def _annotation(self, request: TeacherRequest, completion: Completion, cost: float, cache_hit: bool) -> Annotation:
-        rationale, answer = split_rationale(completion.text, self.task)
+        stop = request.param("stop")
+        reading = self.task.read_teacher(completion.text, self.examples.get(request.example_id),
+                                         stops=tuple(stop) if stop else None)
+        rationale = reading.rationale
         if self.rationale_from == "reasoning" and completion.meta.get("reasoning"):
             # a reasoning model's thinking is the worked solution; its reply states the answer
             rationale = completion.meta["reasoning"]
         return Annotation(
             example_id=request.example_id,
             prompt=request.prompt,
-            text=completion.text,
+            text=completion.text,  # as paid for: what was cut still counts as spent
             rationale=rationale,
-            answer=answer,
+            answer=reading.answer,
+            cut_at=reading.cut_at,
+            parse=reading.how,
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             cost_usd=cost,

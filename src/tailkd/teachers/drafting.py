@@ -151,7 +151,8 @@ def draft_questions(collector: Collector, pool: Sequence[Example], keep: Questio
         for _ in range(min(batch, wanted - len(drafts))):
             seeds = [e.question for e in rng.sample(list(pool), min(seeds_per_prompt, len(pool)))]
             asks.append((seeds, render(template, "question_prompt", seeds=seeds)))
-        requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature)
+        # no stop sequences: a drafted question may well be written on a "Question:" line of its own
+        requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature, stop=None)
                     for i, (_, text) in enumerate(asks)]
         counts.asked += len(requests)
         bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}

@@ -36,9 +36,12 @@ class TeacherRequest:
         return dict(self.params).get(name, default)
 
     def cache_key(self, backend: str, model: str) -> str:
-        """Content hash of everything that decides the answer, and nothing else (no question id)."""
+        """Content hash of everything that decides the answer, and nothing else (no question id).
+        Stop sequences are left out: an answer bought without them is read after the same cut, so the
+        answers a cache holds from before stops were sent stay usable (they were paid for)."""
+        params = tuple(p for p in self.params if p[0] != "stop")
         payload = json.dumps(
-            {"backend": backend, "model": model, "messages": self.messages, "params": self.params,
+            {"backend": backend, "model": model, "messages": self.messages, "params": params,
              "sample": self.sample_index},
             sort_keys=True, ensure_ascii=False, default=str,
         )

@@ -23,6 +23,7 @@ _FATAL_STATUS = {401, 403, 404}  # bad key, no access, unknown model: every othe
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+MAX_STOP_SEQUENCES = 4  # what OpenAI's chat completions accept
 
 
 def _retry_after(response: Any) -> float | None:
@@ -65,6 +66,7 @@ class OpenAIBackend:
         if self.token_param not in TOKEN_PARAMS:
             raise ConfigError(f"teacher.token_limit_param={self.token_param!r}: choose one of {list(TOKEN_PARAMS)}")
         self.send_temperature = bool(cfg.get("send_temperature", True))
+        self.send_stop = bool(cfg.get("send_stop", True))  # false for models that refuse stop (o-series)
         self.reasoning_effort = cfg.get("reasoning_effort")
         self.limiter = RateLimiter(cfg.get("max_requests_per_minute"), cfg.get("max_tokens_per_minute"),
                                    window_s=float(cfg.get("rate_limit_window_s") or 60.0),
@@ -107,6 +109,9 @@ class OpenAIBackend:
         for name in (*sampling, "seed"):
             if request.param(name) is not None:
                 body[name] = request.param(name)
+        if self.send_stop and request.param("stop"):
+            # the chat API takes at most four; the collector cuts at every one of them after the answer
+            body["stop"] = list(request.param("stop"))[:MAX_STOP_SEQUENCES]
         if request.param("max_tokens") is not None:  # the limit the budget reserved, reasoning tokens included
             body[self.token_param] = request.param("max_tokens")
         if self.reasoning_effort:
