@@ -46,12 +46,14 @@ def load_data(cfg: DictConfig) -> TaskData:
 
 
 def make_collector(cfg: DictConfig, data: TaskData, run_dir: Path) -> Collector:
-    """The run's collector: every call goes to run_dir/ledger.jsonl and through the shared cache."""
+    """The run's collector: every call goes to run_dir/ledger.jsonl and through the shared cache
+    (``paths.cache_url``'s server, else SQLite in ``paths.cache_dir``)."""
     return build_collector(
         OmegaConf.to_container(cfg.teacher, resolve=True),
         OmegaConf.to_container(cfg.budget, resolve=True),
         data.task,
         cache_dir=cache_dir(cfg),
+        cache_url=cfg.paths.get("cache_url"),
         ledger_path=run_dir / "ledger.jsonl",
     )
 

@@ -11,12 +11,10 @@ from tailkd.tasks import Task
 from tailkd.teachers.backends import build_backend
 from tailkd.teachers.base import Annotation
 from tailkd.teachers.budget import Budget
-from tailkd.teachers.cache import CompletionCache
+from tailkd.teachers.cache import CACHE_FILE, CompletionCache, open_cache
 from tailkd.teachers.collect import Collector, RetryPolicy, get_selector
 from tailkd.teachers.ledger import Ledger
 from tailkd.teachers.pricing import resolve_price
-
-CACHE_FILE = "teacher_cache.sqlite"
 
 
 def teacher_stops(teacher: Mapping[str, Any], task: Task) -> tuple[str, ...]:
@@ -38,10 +36,12 @@ def build_collector(
     task: Task,
     *,
     cache_dir: Path,
+    cache_url: str | None = None,
     ledger_path: Path | None = None,
     progress: bool = True,
 ) -> Collector:
-    """Everything a collection needs, from the ``teacher`` and ``budget`` config nodes."""
+    """Everything a collection needs, from the ``teacher`` and ``budget`` config nodes; answers are
+    cached in PostgreSQL at ``cache_url`` (``paths.cache_url``), else in SQLite in ``cache_dir``."""
     backend = build_backend(teacher, cache_dir)
     get_selector(budget.get("selection", "random"))  # an unknown strategy fails before anything is bought
     retry = dict(teacher.get("retry") or {})
@@ -52,7 +52,7 @@ def build_collector(
     params = {k: teacher.get(k) for k in ("temperature", "max_tokens", "top_p") if teacher.get(k) is not None}
     params["stop"] = teacher_stops(teacher, task)
     price = resolve_price(backend.model, teacher.get("price"))
-    cache = CompletionCache(Path(cache_dir) / CACHE_FILE) if backend.cacheable else None
+    cache = open_cache(Path(cache_dir), cache_url) if backend.cacheable else None
     lease = float(teacher.get("claim_lease_s") or 600.0)
     if teacher.get("mode") == "batch":  # a batch may take hours: other machines wait on its claims as long
         lease = max(lease, float((teacher.get("batch") or {}).get("max_wait_s", 86400)))
@@ -76,4 +76,5 @@ def build_collector(
     )
 
 
-__all__ = ["Annotation", "Budget", "Collector", "CompletionCache", "Ledger", "build_collector", "get_selector"]
+__all__ = ["CACHE_FILE", "Annotation", "Budget", "Collector", "CompletionCache", "Ledger", "build_collector",
+           "get_selector", "open_cache"]

@@ -1,7 +1,11 @@
 """A persistent, content-hashed cache of teacher completions, shared by every run on the machine.
 
 SQLite in WAL mode: many processes (the jobs of a sweep) read and write it at once, and each
-completion is committed the moment it arrives, so a crash loses nothing already paid for.
+completion is committed the moment it arrives, so a crash loses nothing already paid for. WAL needs
+the processes on one host and a local disk, so a cache folder on a network file system is refused:
+sweeps across hosts name a PostgreSQL server in ``paths.cache_url`` instead
+(:mod:`tailkd.teachers.cache_postgres`, the same interface and claim rules). :func:`open_cache`
+chooses.
 
 Claims keep parallel jobs from paying twice: before a process sends a request it claims the request's
 key in the same database (one transaction: no other live claim, then ours), and the others wait for
@@ -15,13 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion
+
+CACHE_FILE = "teacher_cache.sqlite"  # in the cache folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -54,6 +62,58 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
 """
 
 
+# SQLite's WAL needs shared memory on one host, and these file systems' locks do not hold across hosts
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "lustre", "gpfs", "beegfs",
+              "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs", "afs", "ocfs2", "gfs2", "fuse.juicefs")
+
+
+def mount_of(path: Path, mounts: str) -> tuple[str, str]:
+    """(mount point, file system type) that ``path`` lies on, from /proc/mounts text."""
+    target = str(Path(path).resolve())
+    best = ("/", "")
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the kernel writes space, tab, newline and backslash in a mount point as octal escapes
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):  # a later mount over the same point hides earlier ones
+            best = (point, fields[2])
+    return best
+
+
+def refuse_network_fs(folder: Path, mounts: str | None = None) -> None:
+    """One clear error when ``folder`` is on a network file system (``mounts``: /proc/mounts text)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:  # not Linux: nothing to read, nothing refused
+            return
+    point, fstype = mount_of(folder, mounts)
+    if fstype in NETWORK_FS:
+        raise ConfigError(
+            f"the teacher cache folder {folder} is on a network file system ({fstype} at {point}), where "
+            f"SQLite's WAL mode and file locks do not hold: set paths.cache_dir to a local disk for jobs on "
+            f"one host, or paths.cache_url=postgresql://... for a sweep across hosts")
+
+
+def open_cache(cache_dir: Path | None, url: str | None = None, *, host: str | None = None,
+               mounts: str | None = None):
+    """The teacher cache: PostgreSQL at ``url`` (``paths.cache_url``), else SQLite in ``cache_dir``."""
+    if url:
+        from tailkd.teachers.cache_postgres import PostgresCompletionCache
+
+        return PostgresCompletionCache(url, host=host)
+    return CompletionCache(Path(cache_dir) / CACHE_FILE, mounts=mounts)
+
+
+def claim_held(host: str, pid: int, expires: float, now: float, my_host: str) -> bool:
+    """Whether another process's claim still holds: a live process on this machine keeps its claim
+    however long it takes; another machine's holds until its lease (renewed before every attempt) ends."""
+    return _alive(pid) if host == my_host else expires > now
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,8 +125,10 @@ def _alive(pid: int) -> bool:
 
 
 class CompletionCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, mounts: str | None = None):
+        """``mounts``: /proc/mounts text, read from the machine when None."""
         self.path = Path(path)
+        refuse_network_fs(self.path.parent, mounts)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
@@ -105,13 +167,9 @@ class CompletionCache:
                     self._db.execute("COMMIT")  # stored since the caller looked: read it, do not buy it
                     return False
                 row = self._db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-                if row is not None and (row[0], row[1]) != (self.host, self.pid):
-                    # a live process on this machine keeps its claim however long it takes; another
-                    # machine's claim holds until its lease (renewed before every attempt) runs out
-                    held = _alive(row[1]) if row[0] == self.host else row[2] > now
-                    if held:
-                        self._db.execute("COMMIT")
-                        return False
+                if row is not None and (row[0], row[1]) != (self.host, self.pid) and claim_held(*row, now, self.host):
+                    self._db.execute("COMMIT")
+                    return False
                 self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
                                  (key, self.host, self.pid, now + lease_s))
                 self._db.execute("COMMIT")
