@@ -97,7 +97,7 @@ class FakeOpenAI:
                  stall_s: float = 1.0, retry_after_s: float = 0.02, seed: int = 0, cached_tokens: int = 0,
                  batch_latency_s: float = 0.0, batch_fail_rate: float = 0.0, batch_expire_after: int | None = None,
                  reasoning: str | None = None, rpm_limit: int | None = None, window_s: float = 60.0,
-                 n_supported: bool = True):
+                 n_supported: bool = True, bill_output_tokens: int | None = None):
         self.fail_rate, self.faults, self.latency_s = fail_rate, tuple(faults), latency_s
         self.stall_s, self.retry_after_s = stall_s, retry_after_s
         self.cached_tokens, self.reasoning, self.n_supported = cached_tokens, reasoning, n_supported
@@ -110,6 +110,10 @@ class FakeOpenAI:
         self.batches: dict[str, dict[str, Any]] = {}
         self._batch_rng = random.Random(seed + 1)
         self.requests: list[dict[str, Any]] = []  # {"path", "headers", "body", "fault", "time"}
+        # the completions sent whole (their bodies): what a real server would bill
+        self.answered: list[dict[str, Any]] = []
+        # a server that bills this many output tokens whatever max_tokens it was sent
+        self.bill_output_tokens = bill_output_tokens
         self.in_flight = self.max_in_flight = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -309,8 +313,15 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 server.rate_limited += 1
                 return self._send(429, {"error": {"message": "rate limit reached", "type": "requests"}},
                                   {"Retry-After": f"{server.window_s:.3f}"})
-            self._send(200, _completion(body, salt=server.count, cached_tokens=server.cached_tokens,
-                                        reasoning=server.reasoning, n_supported=server.n_supported), limit_headers)
+            payload = _completion(body, salt=server.count, cached_tokens=server.cached_tokens,
+                                  reasoning=server.reasoning, n_supported=server.n_supported)
+            if server.bill_output_tokens is not None:
+                usage = payload["usage"]
+                usage["completion_tokens"] = server.bill_output_tokens
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            self._send(200, payload, limit_headers)
+            with server._lock:
+                server.answered.append(body)
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -71,6 +71,9 @@ def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_d
     audit = parse_audit(annotations, {i: e.answer for i, e in collector.examples.items()})
     log_audit(audit)
     summary["teacher_parse"] = audit
+    over = collector.overrun  # a server that billed above the limits sent: at most one request's excess
+    summary["teacher_budget_overrun"] = {"queries": over.queries, "tokens": over.tokens, "usd": round(over.usd, 6)}
+    summary["teacher_cache_error"] = collector.cache_error  # the cache failed mid-run and was dropped
     summary["teacher_model"] = collector.backend.model  # a recorded teacher's comes from its rows
     return summary
 

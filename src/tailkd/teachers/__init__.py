@@ -73,6 +73,9 @@ def build_collector(
         progress=progress,
         claim_lease_s=lease,
         rationale_from=str(teacher.get("rationale_from") or "content"),
+        # a batch of one first would cost the Batch API a whole extra round (hours): batches are trusted,
+        # and an overbilling batch raises the reservations of the batches after it
+        verify_billing=bool(teacher.get("verify_billing", True)) and teacher.get("mode") != "batch",
     )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -63,6 +64,17 @@ _MESSAGE_OVERHEAD_TOKENS = 8
 DEFAULT_MAX_TOKENS = 1024
 
 
+def _describe(spend: Spend) -> str:
+    return f"{spend.tokens} tokens, {spend.usd:.6f} USD"
+
+
+def _capped(spent: Spend, budget: Budget) -> Spend:
+    """``spent`` with every dimension held at its cap: spent minus this is what exceeded the caps."""
+    return Spend(min(spent.queries, budget.max_queries) if budget.max_queries is not None else spent.queries,
+                 min(spent.tokens, budget.max_tokens) if budget.max_tokens is not None else spent.tokens,
+                 min(spent.usd, budget.max_usd) if budget.max_usd is not None else spent.usd)
+
+
 @dataclass
 class _Outcome:
     completion: Completion | None
@@ -91,6 +103,7 @@ class Collector:
         claim_lease_s: float = 600.0,
         poll_s: float = 0.25,
         rationale_from: str = "content",
+        verify_billing: bool = True,
     ):
         if n_samples < 1:
             raise ConfigError(f"teacher.n_samples must be >= 1 (got {n_samples})")
@@ -126,6 +139,16 @@ class Collector:
         # the questions asked so far, by id: a teacher's answer is read against its choices, graded
         # against its gold answer in the parse audit
         self.examples: dict[str, Example] = {}
+        # A server may bill more than the max_tokens it was sent. Until one of its answers has been
+        # billed within its reservation, calls go out one at a time (a call: one request, or one
+        # question's samples asked with n); once one was billed above it,
+        # every later reservation is raised by the largest excess seen and requests stay one at a time,
+        # so a cap is exceeded by at most one request's excess over that (``overrun``).
+        self._billing_checked = not (verify_billing and getattr(backend, "billed_by_server", False))
+        self._overbilled = False
+        self._excess = Spend()
+        self.overrun = Spend()  # the most a cap was exceeded by, per dimension (0 when every cap held)
+        self.cache_error: str | None = None  # why the cache was dropped mid-run, if it was
 
     # -- requests ----------------------------------------------------------------------------------
     def prompt_text(self, question: str) -> str:
@@ -183,7 +206,12 @@ class Collector:
             return Spend(1, known.input_tokens + known.output_tokens, cost)
         max_out = int(request.param("max_tokens"))
         max_in = sum(len(c.encode()) + _MESSAGE_OVERHEAD_TOKENS for _, c in request.messages)
-        return Spend(1, max_in + max_out, self.price.cost(max_in, max_out))
+        return Spend(1, max_in + max_out, self.price.cost(max_in, max_out)) + self._excess
+
+    @property
+    def _in_flight_limit(self) -> int:
+        return max(1, self.backend.max_concurrency) if self._billing_checked else 1
+
 
     # -- an estimate before paying ---------------------------------------------------------------
     def estimate(self, order: Sequence[Example], budget: Budget | None = None,
@@ -198,22 +226,25 @@ class Collector:
         requests = [r for e in order for r in self.requests_for(e)]
         worst, expected, cached, sent = Spend(), Spend(), 0, 0
         for request in requests:
-            key = self._key(request)
-            hit = self.cache.get(key) if key else None
-            if hit is not None:
-                completion, cost = hit
-                if not guard.try_charge(Spend(1, completion.input_tokens + completion.output_tokens, cost)):
-                    break
-                cached += 1
-                continue
+            # as the collector buys: a request goes out when its worst case fits beside what the
+            # answers before it cost (a cached one what it cost, a fresh one the expected cost)
             bound = self._worst_case(request)
             if not guard.try_reserve(bound):
                 break
+            key = self._key(request)
+            hit = self._cache_safe("reading", lambda k=key: self.cache.get(k)) if key else None
+            if hit is not None:
+                completion, cost = hit
+                guard.settle(bound, Spend(1, completion.input_tokens + completion.output_tokens, cost))
+                cached += 1
+                continue
             sent += 1
             worst = worst + bound
             tokens_in = approx_tokens(request.prompt)
             tokens_out = min(int(expected_output_tokens), int(request.param("max_tokens")))
-            expected = expected + Spend(1, tokens_in + tokens_out, self.price.cost(tokens_in, tokens_out))
+            guess = Spend(1, tokens_in + tokens_out, self.price.cost(tokens_in, tokens_out))
+            guard.settle(bound, guess)
+            expected = expected + guess
         discount = self.price.batch_discount
         return {
             "requests": sent, "already_cached": cached, "questions_in_order": len(order),
@@ -237,6 +268,7 @@ class Collector:
             planned = budget.queries_for_pool(len(requests))
         else:
             planned = min(len(requests), budget.max_queries) if budget.max_queries is not None else len(requests)
+        self._probe_cache()
         queue = deque(enumerate(requests))
         guard = BudgetGuard(budget)
         results: dict[int, Annotation] = {}
@@ -251,7 +283,7 @@ class Collector:
         stopped = False
         with ThreadPoolExecutor(max_workers=max(1, self.backend.max_concurrency)) as pool:
             while True:
-                while not stopped and not self._fatal and queue and len(in_flight) < max(1, self.backend.max_concurrency):
+                while not stopped and not self._fatal and queue and len(in_flight) < self._in_flight_limit:
                     batch, blocked = self._next_batch(queue, guard, results, bar, waiting, elsewhere)
                     if batch:
                         in_flight[pool.submit(self._call, [r for _, r, _ in batch])] = batch
@@ -262,7 +294,7 @@ class Collector:
                     for item in self._poll_elsewhere(elsewhere, guard, results, bar, queue, waiting):
                         if self._fatal:  # nothing more is sent once a request failed for good
                             guard.settle(item[2], None)
-                            self.cache.release(self._key(item[1]))
+                            self._release(item[1])
                             continue
                         in_flight[pool.submit(self._call, [item[1]])] = [item]
                 if not in_flight and not elsewhere:
@@ -275,12 +307,16 @@ class Collector:
                 for future in done:
                     batch = in_flight.pop(future)
                     for (index, request, reserved), outcome in zip(batch, future.result()):
-                        self._settle(index, request, reserved, outcome, guard, results)
+                        self._settle(index, request, reserved, outcome, guard, results, budget)
                         bar.update(1 if outcome.completion else 0)
                         # back to the front: now a cache hit, or (the request failed) sent themselves
                         queue.extendleft(reversed(waiting.pop(self._key(request), [])))
                 bar.set_postfix(usd=f"{guard.spent.usd:.4f}", failed=self._failures)
         bar.close()
+        if self.overrun != Spend():
+            log.error("the teacher's server billed more than the limits sent: the budget (%s) was exceeded by %s "
+                      "(at most one request's excess over the largest seen before; see results.json)",
+                      budget, _describe(self.overrun))
         if self._fatal:
             raise ConfigError(
                 f"the teacher refused a request in a way no retry can fix ({self._fatal}); nothing more was "
@@ -311,11 +347,15 @@ class Collector:
             if key is not None and key in waiting:
                 waiting[key].append(queue.popleft())
                 continue
-            hit = self.cache.get(key) if key else None
+            hit = self._cache_safe("reading", lambda k=key: self.cache.get(k)) if key else None
             if hit is not None:
                 completion, cost = hit
-                if not guard.try_charge(Spend(1, completion.input_tokens + completion.output_tokens, cost)):
+                # admitted by the same rule as a fresh request (its worst case fits), then charged what
+                # it cost: the same budget buys the same annotations whatever the cache holds
+                worst = self._worst_case(request)
+                if not guard.try_reserve(worst):
                     return batch, True
+                guard.settle(worst, Spend(1, completion.input_tokens + completion.output_tokens, cost))
                 queue.popleft()
                 results[index] = self._annotation(request, completion, cost, cache_hit=True)
                 self._log(request, completion, cost, "cache_hit", attempts=0)
@@ -327,7 +367,7 @@ class Collector:
             queue.popleft()
             if key is not None:
                 waiting[key] = []
-                if not self.cache.claim(key, self.claim_lease_s):
+                if not self._cache_safe("claiming", lambda k=key: self.cache.claim(k, self.claim_lease_s), default=True):
                     elsewhere.append((index, request, worst))
                     continue
             batch.append((index, request, worst))
@@ -336,10 +376,13 @@ class Collector:
     def _poll_elsewhere(self, elsewhere, guard: BudgetGuard, results, bar, queue, waiting) -> list:
         """Serves the requests whose answers another process stored meanwhile; returns those whose
         claim lapsed (that process died), now ours to send, their budget still reserved."""
+        if self.cache is None:  # dropped: their answers can no longer be seen landing; ours to send
+            ours, elsewhere[:] = list(elsewhere), []
+            return ours
         ours, still = [], []
         for index, request, reserved in elsewhere:
             key = self._key(request)
-            hit = self.cache.get(key)
+            hit = self._cache_safe("reading", lambda k=key: self.cache.get(k))
             if hit is not None:
                 completion, cost = hit
                 guard.settle(reserved, Spend(1, completion.input_tokens + completion.output_tokens, cost))
@@ -347,7 +390,7 @@ class Collector:
                 self._log(request, completion, cost, "cache_hit", attempts=0)
                 bar.update(1)
                 queue.extendleft(reversed(waiting.pop(key, [])))
-            elif self.cache.claim(key, self.claim_lease_s):
+            elif self._cache_safe("claiming", lambda k=key: self.cache.claim(k, self.claim_lease_s), default=True):
                 ours.append((index, request, reserved))
             else:
                 still.append((index, request, reserved))
@@ -362,7 +405,8 @@ class Collector:
         pending = list(range(len(requests)))
         for attempt in range(self.retry.max_attempts):
             if self.cache is not None:  # still ours: another machine's job must keep waiting for it
-                self.cache.renew([self._key(requests[i]) for i in pending], self.claim_lease_s)
+                keys = [self._key(requests[i]) for i in pending]
+                self._cache_safe("renewing claims", lambda k=keys: self.cache.renew(k, self.claim_lease_s))
             try:
                 answers = self.backend.complete([requests[i] for i in pending])
             except Exception as err:  # a backend bug must not kill the other requests in flight
@@ -372,16 +416,18 @@ class Collector:
                 attempts[i] += 1
                 if isinstance(answer, Completion):
                     cost = float(answer.meta.get("recorded_cost_usd", self.price.cost(answer.input_tokens, answer.output_tokens)))
-                    if self.cache is not None:
-                        key = requests[i].cache_key(self.backend.name, self._identity)
-                        self.cache.put(key, self.backend.name, answer, cost)
-                        self.cache.release(key)
                     status = "replayed" if self.backend.name == "recorded" else "paid"
                     charged = 0.0 if status == "replayed" else self.price.charged(
                         answer.input_tokens, answer.output_tokens, int(answer.meta.get("cached_input_tokens", 0)),
                         batch=bool(answer.meta.get("batch")))
+                    # the ledger first, with the text: what was paid for is on disk before the cache,
+                    # which may be damaged or full, is touched
                     self._log(requests[i], answer, cost, status, attempts[i], charged=charged)
                     outcomes[i] = _Outcome(answer, cost, None, attempts[i])
+                    if self.cache is not None:
+                        key = requests[i].cache_key(self.backend.name, self._identity)
+                        self._cache_safe("storing an answer", lambda k=key, a=answer, c=cost: (
+                            self.cache.put(k, self.backend.name, a, c), self.cache.release(k)))
                 elif answer.fatal:
                     self._fatal = str(answer)
                     self.ledger.record(example_id=requests[i].example_id, sample_index=requests[i].sample_index,
@@ -402,13 +448,49 @@ class Collector:
                 break
             self._sleep(wait_s)
             pending = retry
-        if self.cache is not None:  # given up: another process may try it
-            for request, outcome in zip(requests, outcomes):
-                if outcome is not None and outcome.completion is None:
-                    self.cache.release(request.cache_key(self.backend.name, self._identity))
+        for request, outcome in zip(requests, outcomes):  # given up: another process may try it
+            if outcome is not None and outcome.completion is None:
+                self._release(request)
         return outcomes  # type: ignore[return-value]
 
-    def _settle(self, index, request, reserved: Spend, outcome: _Outcome, guard: BudgetGuard, results) -> None:
+    # -- the cache, which must never cost an answer ------------------------------------------------------
+    def _probe_cache(self) -> None:
+        """A cache that cannot be read and written is one clear error before the first request."""
+        if self.cache is None:
+            return
+        probe = f"tailkd-probe-{uuid.uuid4().hex}"
+        try:
+            self.cache.claim(probe, 1.0)
+            self.cache.release(probe)
+            self.cache.get(probe)
+        except Exception as err:  # sqlite3 or psycopg, any of their errors
+            where = getattr(self.cache, "path", None) or type(self.cache).__name__
+            raise ConfigError(f"the teacher cache {where} cannot be used ({type(err).__name__}: {err}); nothing was "
+                              f"sent. Move it aside or point paths.cache_dir elsewhere") from err
+
+    def _cache_safe(self, doing: str, op: Callable[[], Any], default: Any = None) -> Any:
+        """``op()`` on the cache; if it fails (damaged, disk full) the run goes on without the cache."""
+        cache = self.cache
+        if cache is None:
+            return default
+        try:
+            return op()
+        except Exception as err:  # any database error: the answers are in the ledger already
+            if self.cache is cache:
+                self.cache = None
+                self.cache_error = f"{type(err).__name__}: {err}"
+                log.error("the teacher cache %s failed while %s (%s): this run goes on without it. Every answer "
+                          "is in ledger.jsonl and annotations.jsonl; none is reused or shared with parallel jobs "
+                          "from now on", getattr(cache, "path", cache), doing, self.cache_error)
+            return default
+
+    def _release(self, request: TeacherRequest) -> None:
+        key = self._key(request)
+        if key is not None:
+            self._cache_safe("releasing a claim", lambda: self.cache.release(key))
+
+    def _settle(self, index, request, reserved: Spend, outcome: _Outcome, guard: BudgetGuard, results,
+                budget: Budget) -> None:
         if outcome.completion is None:
             guard.settle(reserved, None)
             self._failures += 1
@@ -417,10 +499,19 @@ class Collector:
             return
         c = outcome.completion
         actual = Spend(1, c.input_tokens + c.output_tokens, outcome.cost_usd)
-        if not reserved.covers(actual):  # paid all the same: the ledger must say so
-            log.error("teacher %s charged %s for %s, more than the %s reserved: the budget may be exceeded; "
-                      "its bound is wrong", self.backend.name, actual, request.example_id, reserved)
+        if not reserved.covers(actual):  # paid all the same: the ledger says so, later reservations grow
+            excess = actual - reserved
+            self._excess = Spend(0, max(self._excess.tokens, excess.tokens), max(self._excess.usd, excess.usd))
+            self._overbilled, self._billing_checked = True, False
+            log.error("teacher %s billed %s for %s, more than the %s reserved (the limits sent): later requests "
+                      "reserve %s more and go out one at a time", self.backend.name, _describe(actual),
+                      request.example_id, _describe(reserved), _describe(self._excess))
+        elif not self._overbilled:
+            self._billing_checked = True  # billed within the limits sent: requests may go out together
         guard.settle(reserved, actual)
+        over = guard.spent - _capped(guard.spent, budget)
+        self.overrun = Spend(max(self.overrun.queries, over.queries), max(self.overrun.tokens, over.tokens),
+                             max(self.overrun.usd, over.usd))
         results[index] = self._annotation(request, c, outcome.cost_usd, cache_hit=False)
 
     def _annotation(self, request: TeacherRequest, completion: Completion, cost: float, cache_hit: bool) -> Annotation:
@@ -456,4 +547,7 @@ class Collector:
             example_id=request.example_id, sample_index=request.sample_index, backend=self.backend.name,
             model=completion.model, status=status, input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens, cost_usd=cost, charged_usd=round(charged, 9), attempts=attempts,
+            # a paid answer's text is kept here too: the ledger is written before the cache is touched
+            **({"text": completion.text, **({"reasoning": completion.meta["reasoning"]}
+                                             if completion.meta.get("reasoning") else {})} if status == "paid" else {}),
         )

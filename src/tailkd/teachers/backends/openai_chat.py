@@ -34,6 +34,8 @@ class OpenAIBackend:
     name = "openai"
     cacheable = True
     batch_size = 1
+    # the server says what it billed, and may bill more than the limit sent: the collector checks
+    billed_by_server = True
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.model: str = cfg.get("model") or ""
