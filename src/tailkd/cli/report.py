@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first DIR)")
     parser.add_argument("--metric", default="test_accuracy", help="the results.json field to compare")
     parser.add_argument("--baseline", default="finetune", help="the method others are compared with")
+    parser.add_argument("--oracle", default="finetune_oracle",
+                        help="the reference that reads gold, for the share of its headroom over the baseline "
+                             "(a method, optionally with settings: 'tail signals=oracle')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                      "folder such as multirun/<date>/ or outputs/.")
     for s in skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
-    written = write_report(runs, skipped, args.out or args.dirs[0], args.dirs, args.metric, args.baseline)
+    written = write_report(runs, skipped, args.out or args.dirs[0], args.dirs, args.metric, args.baseline, args.oracle)
     log.info("%d runs; wrote %s", len(runs), ", ".join(str(p) for p in written.values()))
     return 0
 

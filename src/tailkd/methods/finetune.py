@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ from tailkd.training import TrainRecord
 log = logging.getLogger(__name__)
 
 TARGETS = ("rationale", "answer")
+# references that read gold: what a perfect signal would make of the same purchases (docs/design.md)
+ORACLES = ("filter", "gold")
+
+
+def oracle_annotations(annotations: Sequence[Annotation], gold: Mapping[str, str], oracle: str
+                       ) -> tuple[list[Annotation], list[float]]:
+    """The annotations and weights an oracle trains with. ``filter``: weight 1 where the teacher's
+    answer is gold's, 0 elsewhere. ``gold``: every bought question with its gold answer, and the
+    teacher's rationale only where the teacher reached that answer (elsewhere the answer alone)."""
+    right = [a.answer == gold[a.example_id] for a in annotations]
+    if oracle == "filter":
+        return list(annotations), [1.0 if r else 0.0 for r in right]
+    fixed = [replace(a, answer=gold[a.example_id], rationale=a.rationale if r else None)
+             for a, r in zip(annotations, right)]
+    return fixed, [1.0] * len(fixed)
 
 
 def trained_weights(annotations: Sequence[Annotation], weights: Sequence[float] | None = None) -> list[float]:
@@ -74,7 +90,10 @@ def records_from_annotations(
 
 class Finetune:
     def __init__(self, name: str, target: str = "rationale", multitask: Mapping[str, Any] | None = None,
-                 steps_of_tail: float | None = None):
+                 steps_of_tail: float | None = None, oracle: str | None = None):
+        if oracle is not None and oracle not in ORACLES:
+            raise ConfigError(f"method.oracle={oracle!r} is unknown; choose one of {list(ORACLES)} or null")
+        self.oracle = oracle
         if target not in TARGETS:
             raise ConfigError(f"method.target={target!r} is unknown; choose one of {list(TARGETS)}")
         if multitask is not None:
@@ -92,8 +111,11 @@ class Finetune:
         started = time.time()
         data = P.load_data(cfg)
         annotations, spend = P.buy_annotations(cfg, data, run_dir)
+        trained, weights = annotations, None
+        if self.oracle:
+            trained, weights = oracle_annotations(annotations, {e.id: e.answer for e in data.train}, self.oracle)
         records = records_from_annotations(
-            annotations, data.task, P.examples_by_id(data.train), self.target, self.multitask
+            trained, data.task, P.examples_by_id(data.train), self.target, self.multitask, weights=weights
         )
         student = P.build_student(cfg, data)
         datamodule = P.make_datamodule(cfg, records, data, student)

@@ -21,6 +21,7 @@ class Group:
     setting: dict[str, str]
     runs: list[Run] = field(default_factory=list)
     baseline: Group | None = None
+    oracle: Group | None = None  # the reference that reads gold, at the same task, student, budget and teacher
 
     def values(self, key: str) -> list[float]:
         return [float(r.results[key]) for r in self.runs if _is_number(r.results.get(key))]
@@ -56,6 +57,26 @@ class Group:
         return [float(r.results[metric]) - float(base[str(r.seed)]) for r in self.runs
                 if _is_number(r.results.get(metric)) and _is_number(base.get(str(r.seed)))]
 
+    def headroom_share(self, metric: str, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float] | None:
+        """(method - baseline) / (oracle - baseline), with a 95% percentile-bootstrap interval over the seeds
+        all three have (resampled together): how much of what a perfect signal gains this method gains.
+        None without an oracle and a baseline, or when the oracle gains nothing over the baseline."""
+        if self.oracle is None or self.baseline is None or self.baseline is self:
+            return None
+        def by_seed(group: Group) -> dict[str, float]:
+            return {str(r.seed): float(r.results[metric]) for r in group.runs if _is_number(r.results.get(metric))}
+        here, base, best = by_seed(self), by_seed(self.baseline), by_seed(self.oracle)
+        seeds = sorted(set(here) & set(base) & set(best))
+        gains = [(here[s] - base[s], best[s] - base[s]) for s in seeds]
+        share = _ratio_of_means(gains)
+        if share is None:
+            return None
+        rng = random.Random(seed)
+        draws = sorted(r for _ in range(resamples) if (r := _ratio_of_means(rng.choices(gains, k=len(gains)))) is not None)
+        if not draws:
+            return share, math.nan, math.nan
+        return share, draws[int(0.025 * len(draws))], draws[min(len(draws) - 1, int(math.ceil(0.975 * len(draws))) - 1)]
+
     def commits(self) -> list[str]:
         """The source commits the runs came from (short, ``+dirty`` for uncommitted changes)."""
         found = {f"{str(r.results['git_commit'])[:8]}{'+dirty' if r.results.get('git_dirty') else ''}"
@@ -69,6 +90,14 @@ class Group:
             if value not in (None, "", "null") and _is_number(value):
                 return float(value)
         return self.mean("teacher_queries")
+
+
+def _ratio_of_means(gains: list[tuple[float, float]]) -> float | None:
+    """mean(method gain) / mean(oracle gain); None when the oracle gains nothing (no headroom to share)."""
+    if not gains:
+        return None
+    headroom = statistics.fmean(g for _, g in gains)
+    return statistics.fmean(m for m, _ in gains) / headroom if headroom > 0 else None
 
 
 def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -85,7 +114,7 @@ def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 10_0
     return low, high
 
 
-def group_runs(runs: Iterable[Run], baseline: str = "finetune") -> list[Group]:
+def group_runs(runs: Iterable[Run], baseline: str = "finetune", oracle: str | None = "finetune_oracle") -> list[Group]:
     groups: dict[tuple, Group] = {}
     for run in runs:
         key = _key(run.setting)
@@ -94,6 +123,8 @@ def group_runs(runs: Iterable[Run], baseline: str = "finetune") -> list[Group]:
     for group in groups.values():
         found = find_baseline(group.setting, baseline, settings)
         group.baseline = groups[_key(found)] if found is not None else None
+        best = find_baseline(group.setting, oracle, settings) if oracle else None
+        group.oracle = groups[_key(best)] if best is not None else None
     return sorted(groups.values(), key=lambda g: tuple(_sortable(v) for _, v in sorted(g.setting.items())))
 
 

@@ -26,9 +26,10 @@ WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weigh
 
 
 def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: list[Path],
-                 metric: str = "test_accuracy", baseline: str = "finetune") -> dict[str, Path]:
+                 metric: str = "test_accuracy", baseline: str = "finetune",
+                 oracle: str | None = "finetune_oracle") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(runs, baseline)
+    groups = group_runs(runs, baseline, oracle)
     keys = varying_keys(groups)
     aurocs = sorted({k for r in runs for k, v in r.results.items() if k.startswith("auroc_") and v is not None},
                     key=lambda k: (k == "auroc_weight", k))
@@ -71,8 +72,15 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
               "reverse, with an exact sign test on those (ties carry no evidence). Commit: the source the runs "
               "came from.", ""]
     per_question = metric == "test_accuracy"  # predictions.jsonl holds the test answers behind it
+    headroom = any(g.oracle is not None and g.oracle is not g for g in groups)
+    if headroom:
+        lines[-1:-1] = ["Share of oracle headroom: (this − baseline) / (oracle − baseline), the oracle being the "
+                        "run that reads gold at the same setting (`tailkd-report --oracle`), with a 95% "
+                        "percentile-bootstrap interval over the seeds all three have; '–' where the oracle "
+                        "gains nothing over the baseline (no headroom to share).", ""]
     header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI"] + (
-        ["test questions right here / in baseline only (sign test)"] if per_question else []) + [
+        ["test questions right here / in baseline only (sign test)"] if per_question else []) + (
+        ["share of oracle headroom [95% CI]"] if headroom else []) + [
         "before training", "teacher queries", "teacher cost USD", "commit"]
     rows = []
     for g in groups:
@@ -82,7 +90,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
             _pct(g.relative_improvement(metric)) if not base else "",
             _paired(diffs) if not base else "", _ci(diffs) if not base else "",
-        ] + ([_per_question(g) if not base else ""] if per_question else []) + [
+        ] + ([_per_question(g) if not base else ""] if per_question else []) + (
+            [_headroom(g.headroom_share(metric)) if not base and g.oracle is not g else ""] if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
             " ".join(g.commits()) or "–",
         ])
@@ -154,19 +163,29 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
                         + [f"{n}_{s}" for n in numbers for s in ("mean", "std")]
                         + ["relative_improvement_pct", "paired_n", "paired_mean", "paired_std", "paired_ci_low",
                            "paired_ci_high", "questions_right_only_here", "questions_right_only_in_baseline",
-                           "questions_compared", "sign_test_p", "commits"])
+                           "questions_compared", "sign_test_p", "oracle_headroom_share", "oracle_headroom_ci_low",
+                           "oracle_headroom_ci_high", "commits"])
         for g in groups:
             diffs = g.paired_differences(metric)
             low, high = bootstrap_ci(diffs) if len(diffs) > 1 else (math.nan, math.nan)
             pooled = pooled_test_answers(g) if metric == "test_accuracy" else None
             questions = [*pooled, sign_test(*pooled[:2])] if pooled else ["", "", "", ""]
+            share = g.headroom_share(metric) if g.oracle is not g else None
             writer.writerow([g.setting.get(k, "") for k in setting_keys]
                             + [label(g, keys), len(g.runs), _cell(g.budget())]
                             + [_cell(v) for n in numbers for v in (g.mean(n), g.std(n))]
                             + [_cell(g.relative_improvement(metric)), len(diffs),
                                _cell(statistics.fmean(diffs) if diffs else math.nan),
                                _cell(statistics.stdev(diffs) if len(diffs) > 1 else math.nan), _cell(low), _cell(high),
-                               *questions, " ".join(g.commits())])
+                               *questions, *([_cell(v) for v in share] if share else ["", "", ""]),
+                               " ".join(g.commits())])
+
+
+def _headroom(share: tuple[float, float, float] | None) -> str:
+    if share is None:
+        return "–"
+    value, low, high = share
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _per_question(group: Group) -> str:

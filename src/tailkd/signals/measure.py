@@ -44,6 +44,7 @@ class Measured:
     student_output: str | None = None  # the student's greedy output, which ta_student judges
     ta_student: TAScore | None = None
     ta_teacher: TAScore | None = None
+    correct: bool | None = None  # the teacher's answer is gold's: the oracle's signal, never a method's
 
 
 def unique_questions(annotations: Sequence[Annotation], examples: Mapping[str, Example]) -> list[Example]:
@@ -132,6 +133,7 @@ def measure_signals(
             student_output=outputs.get(a.example_id),
             ta_student=judged_student.get(a.example_id),
             ta_teacher=teacher,
+            correct=a.answer == examples[a.example_id].answer if "oracle" in settings.enabled else None,
         )
         for a, teacher in zip(annotations, judged_teacher)
     ]

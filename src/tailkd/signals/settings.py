@@ -9,11 +9,14 @@ from typing import Any
 from tailkd.errors import ConfigError
 from tailkd.signals.combine import COMBINERS, NORMALISERS
 
-SIGNALS = ("self_consistency", "ta_student", "ta_teacher")
+# ``oracle`` is no signal a method could have: it reads gold (1 where the teacher's answer is right),
+# the reference that tells how much any signal could gain (conf/signals/oracle.yaml)
+SIGNALS = ("self_consistency", "ta_student", "ta_teacher", "oracle")
 VALUES = {
     "self_consistency": ("uncertainty", "consistency", "teacher_agreement"),
     "ta_student": ("doubt", "confidence"),
     "ta_teacher": ("confidence", "doubt"),
+    "oracle": ("correct",),
 }
 USES = ("weight", "filter", "select")
 

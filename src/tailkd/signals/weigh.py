@@ -39,6 +39,8 @@ def oriented(settings: SignalSettings, measured: Sequence[Measured]) -> dict[str
             flip = settings.values[name] == "doubt"
             scores = [getattr(m, name).confidence for m in measured]
             columns[name] = [1 - c if flip else c for c in scores]
+    if "oracle" in settings.enabled:
+        columns["oracle"] = [1.0 if m.correct else 0.0 for m in measured]
     return columns
 
 

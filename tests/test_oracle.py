@@ -1,0 +1,90 @@
+"""The oracle references: signals=oracle and method=finetune_oracle keep only the teacher's right
+answers, method=finetune_gold trains on gold answers, and tailkd-report shows each method's share of the
+oracle's headroom over finetune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tailkd.cli.report import main as report_main
+from tailkd.methods.finetune import oracle_annotations, records_from_annotations
+from tailkd.report import find_runs, group_runs
+from tailkd.signals import SignalSettings, weigh
+from tailkd.signals.measure import Measured
+from tailkd.teachers.base import Annotation
+from test_teacher_text import CQA, ROW
+
+GOLD = {"q0": "A", "q1": "B", "q2": "C"}
+
+
+def _annotations() -> list[Annotation]:
+    # right, wrong, unparsed
+    return [Annotation("q0", "", "", "A table holds it.", "A", 0, 0, 0.0, "recorded", "m"),
+            Annotation("q1", "", "", "A doorway lets light in.", "C", 0, 0, 0.0, "recorded", "m"),
+            Annotation("q2", "", "", "Either.", None, 0, 0, 0.0, "recorded", "m", parse="hedge")]
+
+
+def _questions():
+    return {i: CQA.example_from_row({**ROW, "id": i, "answerKey": a}, i, "t") for i, a in GOLD.items()}
+
+
+def test_the_oracle_signal_weighs_right_answers_one_and_wrong_ones_zero():
+    import yaml as _yaml
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "signals"
+    preset = {**_yaml.safe_load((conf / "all.yaml").read_text()), **_yaml.safe_load((conf / "oracle.yaml").read_text())}
+    settings = SignalSettings.from_cfg(preset)
+    assert settings.enabled == ("oracle",)
+    measured = [Measured(a, correct=a.answer == GOLD[a.example_id]) for a in _annotations()]
+    assert weigh(settings, measured).weights == [1.0, 0.0, 0.0]
+
+
+def test_finetune_oracle_trains_on_the_right_answers_only():
+    annotations, weights = oracle_annotations(_annotations(), GOLD, "filter")
+    records = records_from_annotations(annotations, CQA, _questions(), weights=weights)
+    assert [r.id for r in records] == ["q0"]
+
+
+def test_finetune_gold_trains_every_question_on_its_gold_answer_with_the_teachers_rationale_where_right():
+    annotations, weights = oracle_annotations(_annotations(), GOLD, "gold")
+    records = records_from_annotations(annotations, CQA, _questions(), weights=weights)
+    targets = {r.id: r.target for r in records}
+    assert set(targets) == {"q0", "q1", "q2"}  # the unparsed one too: gold needs no parse
+    assert targets["q0"] == " A table holds it. The answer is (A)."
+    assert targets["q1"] == " The answer is (B)." and targets["q2"] == " The answer is (C)."  # no wrong rationale
+
+
+def _run(root, name, method, seed, accuracy, extra=()):
+    folder = root / f"{name}_s{seed}"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}", f"seed={seed}", *extra]))
+    results = {"task": "commonsense_qa", "student": "s", "method": method, "seed": seed, "test_accuracy": accuracy}
+    if method == "tail":
+        results["signals_preset"] = extra[0].split("=")[1]
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_the_report_shows_each_methods_share_of_the_oracle_headroom(tmp_path):
+    for seed, (ft, oracle, half, none) in enumerate([(0.30, 0.40, 0.35, 0.30), (0.32, 0.40, 0.36, 0.31),
+                                                     (0.28, 0.38, 0.33, 0.29)]):
+        _run(tmp_path, "ft", "finetune", seed, ft)
+        _run(tmp_path, "or", "finetune_oracle", seed, oracle)
+        _run(tmp_path, "half", "tail", seed, half, ["signals=all"])
+        _run(tmp_path, "none", "tail", seed, none, ["signals=none"])
+    groups = {(g.setting["method"], g.setting.get("signals")): g for g in group_runs(find_runs([tmp_path])[0])}
+    share, low, high = groups[("tail", "all")].headroom_share("test_accuracy")
+    assert share == pytest.approx(0.5) and low <= share <= high
+    assert groups[("tail", "none")].headroom_share("test_accuracy")[0] == pytest.approx(0.0, abs=1e-9)
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "share of oracle headroom" in report and "0.50 [" in report
+
+
+def test_no_headroom_is_said_not_divided_by():
+    from tailkd.report.aggregate import _ratio_of_means
+
+    assert _ratio_of_means([(0.01, 0.0), (0.02, -0.01)]) is None
