@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The testbed on a teacher's real errors: PaLM-540B's chains of thought on CommonsenseQA (77% right,
+# ../shared/data/commonsense_qa_palm, replayed with teacher=recorded), SmolLM2-135M as student.
+# At each budget and seed every method trains on the same bought questions.
+#   curve:    finetune and the two oracles (finetune_oracle: the right answers only; finetune_gold: gold
+#             answers) over budgets: the headroom a perfect signal has, and the seed-to-seed spread
+#   methods:  every method at one budget (BUDGETS=300 ...): finetune_equal_steps, distill_step_by_step,
+#             tail none / sc / ta_student / ta_teacher / all (weight), tail all (filter), tail oracle, select
+#   DATA=../shared/data/commonsense_qa_palm PARTS=curve BUDGETS=100,300,1000 bash multirun_scripts/testbed.sh \
+#     hydra.sweep.dir=multirun/testbed_curve
+#   tailkd-report multirun/testbed_curve            # vs finetune, with the share of the oracle's headroom
+DATA=${DATA:-../shared/data/commonsense_qa_palm}
+BUDGETS=${BUDGETS:-100,300,1000}
+SEEDS=${SEEDS:-0,1,2,3,4}
+TEST_SIZE=${TEST_SIZE:-400}
+K=${K:-4}                 # self-consistency samples per question
+TA=${TA:-qwen2.5-coder-0.5b-embedded}
+SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all,oracle}
+SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
+ORACLES=${ORACLES:-finetune,finetune_oracle,finetune_gold}
+PARTS=${PARTS:-"curve"}
+set -euo pipefail
+main() {
+  [ -f "$DATA/teacher.jsonl" ] || { echo "no $DATA/teacher.jsonl: set DATA to the commonsense_qa_palm folder" >&2; exit 2; }
+  DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
+  source "$(dirname "$0")/_sweep.sh" testbed "$@"
+  # the untrained student is the same in every job: score it once with tailkd-eval, not in every job
+  COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
+          teacher=recorded teacher.path="$DATA/teacher.jsonl"
+          budget.max_queries="$BUDGETS" seed="$SEEDS" trainer.eval_before=false logger=csv)
+  TAIL=(method=tail ta="$TA" signals.self_consistency.k="$K")
+  for part in $PARTS; do
+    case $part in
+      curve)       sweep curve       method="$ORACLES"                                   "${COMMON[@]}" ;;
+      steps)       sweep steps       method=finetune_equal_steps,distill_step_by_step     "${COMMON[@]}" ;;
+      tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
+      tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
+      tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
+      *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select)" >&2; exit 2 ;;
+    esac
+  done
+  echo "tailkd-report $SWEEP_DIR"
+}
+main "$@"
