@@ -1,10 +1,16 @@
-"""Where the Hydra configs live, and checks that need more than one config group to make sense."""
+"""Where the Hydra configs live, and the checks every CLI runs before anything is loaded or paid for:
+each numeric setting's type and range (a word or a 0 where a number belongs is named with its value,
+not met as a traceback mid-run), and settings that need more than one config group to make sense."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tailkd.errors import ConfigError
 
@@ -19,30 +25,159 @@ def config_dir() -> Path:
     raise ConfigError(f"tailkd's configs are missing: neither {here.parents[1] / 'conf'} nor {here / 'conf'} exists")
 
 
+@dataclass(frozen=True)
+class Num:
+    """What a numeric setting may hold: a number (an integer with ``integer``) with optional bounds,
+    ``low`` / ``high`` inclusive unless ``open_low`` / ``open_high``; ``null`` allows None."""
+
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    null: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            kind += f" in {'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
+        elif self.low is not None:
+            kind += f" {'>' if self.open_low else '>='} {self.low}"
+        return kind + (" or null" if self.null else "")
+
+
+INT, POSITIVE_INT, POSITIVE = Num(integer=True), Num(integer=True, low=1), Num(low=0, open_low=True)
+SHARE = Num(low=0, high=1, open_high=True)  # [0, 1)
+OPTIONAL_POSITIVE_INT = Num(integer=True, low=1, null=True)
+
+TASK_NUMBERS = {"max_new_tokens": POSITIVE_INT, "train_size": OPTIONAL_POSITIVE_INT,
+                "test_size": OPTIONAL_POSITIVE_INT, "data_seed": INT}
+TRAINER_NUMBERS = {
+    "batch_size": POSITIVE_INT, "eval_batch_size": POSITIVE_INT, "lr": POSITIVE, "weight_decay": Num(low=0),
+    "warmup_ratio": SHARE, "checkpoint_every_n_steps": OPTIONAL_POSITIVE_INT, "num_threads": OPTIONAL_POSITIVE_INT,
+    # Lightning's own keyword arguments: those it would only refuse in the middle of a run
+    "pl.max_epochs": Num(integer=True, low=-1, null=True), "pl.max_steps": Num(integer=True, low=-1),
+    "pl.min_epochs": Num(integer=True, low=0, null=True), "pl.accumulate_grad_batches": POSITIVE_INT,
+    "pl.log_every_n_steps": OPTIONAL_POSITIVE_INT, "pl.gradient_clip_val": Num(low=0, null=True),
+    "pl.num_sanity_val_steps": Num(integer=True, low=-1, null=True),
+}
+METHOD_NUMBERS = {"warmup_fraction": SHARE, "steps_of_tail": Num(low=0, high=1, open_high=True, null=True)}
+
+
+_ABSENT = object()
+
+
+def check_numbers(node: Any, prefix: str, rules: Mapping[str, Num]) -> None:
+    """A :class:`ConfigError` naming the key and its value for the first key of ``rules`` (dotted,
+    under ``node``, whose own name is ``prefix``) present with a value its rule does not accept. Keys
+    a config does not have are not checked: a backend or method reads only its own."""
+    for key, rule in rules.items():
+        value = _lookup(node, key)
+        if value is not _ABSENT and not rule.accepts(value):
+            name = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{name} must be {rule.describe()} (got {value!r})")
+
+
+def _lookup(node: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(node, (Mapping, DictConfig)) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
 def validate(cfg: DictConfig) -> None:
-    """Impossible settings, named before anything is loaded or paid for."""
+    """Impossible settings of a ``tailkd-train`` run, named before anything is loaded or paid for."""
+    check_numbers(cfg, "", {"seed": INT})
+    check_numbers(cfg.task, "task", TASK_NUMBERS)
+    check_numbers(cfg.trainer, "trainer", TRAINER_NUMBERS)
+    check_numbers(cfg.method, "method", METHOD_NUMBERS)
     checks = [
-        (cfg.trainer.batch_size >= 1, f"trainer.batch_size must be >= 1 (got {cfg.trainer.batch_size})"),
-        (cfg.trainer.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1 (got {cfg.trainer.eval_batch_size})"),
-        (cfg.trainer.lr > 0, f"trainer.lr must be positive (got {cfg.trainer.lr})"),
-        (0 <= cfg.trainer.warmup_ratio < 1, f"trainer.warmup_ratio must be in [0, 1) (got {cfg.trainer.warmup_ratio})"),
         (str(cfg.student.max_length) == "auto" or (isinstance(cfg.student.max_length, int) and cfg.student.max_length >= 16),
          f"student.max_length must be auto or a number >= 16 (got {cfg.student.max_length})"),
         (cfg.student.get("truncation", "keep_answer") in ("keep_answer", "drop"),
          f"student.truncation must be keep_answer or drop (got {cfg.student.get('truncation')})"),
-        (cfg.task.max_new_tokens >= 1, f"task.max_new_tokens must be >= 1 (got {cfg.task.max_new_tokens})"),
     ]
-    every = cfg.trainer.get("checkpoint_every_n_steps")
-    checks.append((every is None or (isinstance(every, int) and every >= 1),
-                   f"trainer.checkpoint_every_n_steps must be a positive integer or null (got {every})"))
-    threads = cfg.trainer.get("num_threads")
-    checks.append((threads is None or threads >= 1, f"trainer.num_threads must be >= 1 or null (got {threads})"))
-    for field in ("train_size", "test_size"):
-        value = cfg.task.get(field)
-        checks.append((value is None or value >= 1, f"task.{field} must be >= 1 or null (got {value})"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_spending(cfg)
+    if cfg.paths.get("checkpoint_dir"):
+        check_folder(Path(str(cfg.paths.checkpoint_dir)).expanduser(), "paths.checkpoint_dir", "TAILKD_CHECKPOINT_DIR")
     from tailkd.models.student import check_student_cfg  # imports torch: only when training
 
     check_student_cfg(cfg.student)
+
+
+def validate_collect(cfg: DictConfig) -> None:
+    """Impossible settings of a ``tailkd-collect`` run, named before anything is loaded or sent."""
+    check_numbers(cfg, "", {"seed": INT})
+    check_numbers(cfg.task, "task", TASK_NUMBERS)
+    check_spending(cfg)
+
+
+EVAL_NUMBERS = {"maj_at_k": Num(integer=True, low=2, null=True), "temperature": Num(low=0), "seed": INT}
+
+
+def validate_eval(cfg: DictConfig, scored: DictConfig) -> None:
+    """Impossible settings of a ``tailkd-eval`` run: its own, and those of the task and trainer it scores
+    with (``scored``: a run's, or the command line's), named before a model or data is loaded."""
+    check_numbers(cfg.eval, "eval", EVAL_NUMBERS)
+    check_numbers(scored.task, "task", TASK_NUMBERS)
+    check_numbers(scored.trainer, "trainer", TRAINER_NUMBERS)
+
+
+def check_spending(cfg: DictConfig) -> None:
+    """The teacher, the budget and the cache: what decides what is bought, before the first request."""
+    from tailkd.teachers import Budget
+    from tailkd.teachers.settings import check_teacher_cfg
+
+    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    check_teacher_cfg(teacher)
+    Budget.from_cfg(OmegaConf.to_container(cfg.budget, resolve=True))
+    check_cache_dir(cfg)
+
+
+def check_cache_dir(cfg: DictConfig) -> None:
+    """``paths.cache_dir`` is a folder this process can use, and the SQLite teacher cache in it, if there
+    is one and no ``paths.cache_url`` replaces it, a database: found out now, not when the first paid
+    answer is to be stored."""
+    import sqlite3
+
+    from tailkd.methods.annotate import cache_dir
+    from tailkd.teachers import CACHE_FILE
+
+    folder = cache_dir(cfg)
+    check_folder(folder, "paths.cache_dir", "TAILKD_CACHE_DIR")
+    database = folder / CACHE_FILE
+    if cfg.paths.get("cache_url") or not database.exists():  # answers kept in PostgreSQL, or none yet
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as err:
+        raise ConfigError(f"{database} is not a readable SQLite database ({err}); move it away to start an "
+                          f"empty teacher cache, or set paths.cache_dir") from err
+
+
+def check_folder(folder: Path, key: str, env: str) -> None:
+    """``folder`` exists (created if missing) and this user can read and write it."""
+    import os
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}={folder} is a file, not a folder (set {key} or {env})")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}={folder} cannot be created ({err.strerror})") from err
+    if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={folder} is not readable and writable by this user")

@@ -12,12 +12,14 @@ from tailkd.errors import DataError
 
 def read_objects(path: Path) -> Iterator[tuple[dict[str, Any], str, int]]:
     """``(row, where, line number)`` for every non-blank line; a :class:`DataError` for a line that is
-    not a JSON object. ``where`` reads "FILE line N", for the caller's own messages about the row."""
-    with Path(path).open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
+    not UTF-8 text or not a JSON object. ``where`` reads "FILE line N", for the caller's own messages
+    about the row."""
+    with Path(path).open("rb") as handle:  # decoded line by line: a bad byte is named with its line
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path} line {number}"
+            line = _decode(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw, where)
             if not line.strip():
                 continue
-            where = f"{path} line {number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -25,3 +27,11 @@ def read_objects(path: Path) -> Iterator[tuple[dict[str, Any], str, int]]:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield row, where, number
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); "
+                        f"save the file as UTF-8") from err

@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd.config import config_dir
+from tailkd.config import config_dir, validate_collect
 from tailkd.errors import TailkdError
 
 log = logging.getLogger("tailkd")
@@ -21,6 +21,7 @@ log = logging.getLogger("tailkd")
 def run(cfg: DictConfig) -> dict:
     from tailkd.methods.annotate import buy_annotations, load_data, write_results
 
+    validate_collect(cfg)  # the teacher, budget and cache settings before any data is loaded or request sent
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = load_data(cfg)

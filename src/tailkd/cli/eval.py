@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd.config import config_dir
+from tailkd.config import config_dir, validate_eval
 from tailkd.errors import ConfigError, TailkdError
 
 log = logging.getLogger("tailkd")
@@ -35,7 +35,7 @@ def locate(model: str) -> tuple[str, Path | None]:
         raise ConfigError(f"model={model} is a file; give a run folder, a model folder or a hub id")
     if (path / "config_resolved.yaml").is_file():
         if not (path / "student").is_dir():
-            raise ConfigError(f"the run in {path} kept no student (it ran with trainer.save_student=false)")
+            raise ConfigError(_why_no_student(path))
         return str(path / "student"), path
     if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
         parent = path.parent
@@ -44,11 +44,33 @@ def locate(model: str) -> tuple[str, Path | None]:
                       f"tailkd run folder (config_resolved.yaml and student/)")
 
 
+def _why_no_student(path: Path) -> str:
+    """What a tailkd folder without ``student/`` is: a collect or eval folder, an unfinished run, or a
+    run told not to keep its student."""
+    import yaml
+
+    try:
+        config = OmegaConf.load(path / "config_resolved.yaml")
+    except (OSError, yaml.YAMLError):
+        config = OmegaConf.create()
+    if "method" not in config:  # tailkd-train's config is the only one with a method
+        kind, holds = ("tailkd-eval", "scores") if "model" in config else ("tailkd-collect", "teacher annotations")
+        return (f"{path} is a {kind} folder: it holds {holds}, no model; give a tailkd-train run folder, "
+                f"a model folder or a hub id")
+    if not (path / "results.json").is_file():
+        return (f"the run in {path} did not finish (it has no results.json), so it has no student yet; "
+                f"continue it with resume={path}")
+    if not OmegaConf.select(config, "trainer.save_student", default=True):
+        return f"the run in {path} kept no student (it ran with trainer.save_student=false)"
+    return f"the run in {path} has no student/ folder: it was moved or deleted"
+
+
 def load_model(location: str, arch: str, dtype: str, run_cfg: DictConfig | None, cache_dir: Path):
     """The model at ``location``; a LoRA adapter on its base (the run's student config, else the base
     its adapter_config.json names)."""
     from tailkd.models import load_student
     from tailkd.models.save import is_adapter
+    from tailkd.models.student import check_local_weights
 
     plain = {"name": Path(location).name, "arch": arch, "source": "hub", "dtype": dtype, "lora": {"enabled": False}}
     if not is_adapter(Path(location)):
@@ -56,6 +78,8 @@ def load_model(location: str, arch: str, dtype: str, run_cfg: DictConfig | None,
     import json
 
     from peft import PeftModel
+
+    check_local_weights(Path(location))  # the adapter's own weights; load_student checks the base's
 
     if (Path(location) / "base").is_dir():
         base_cfg = {**plain, "pretrained": str(Path(location) / "base")}
@@ -90,7 +114,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tailkd.provenance import provenance
     from tailkd.training import DistillModule
     from tailkd.training.data import EvalDataModule
-    from tailkd.training.trainer import build_trainer
+    from tailkd.training.trainer import build_trainer, check_trainer_kwargs
 
     started = time.time()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -104,13 +128,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if prefix is None:
         multitask = run_cfg.method.get("multitask") if run_cfg is not None else None
         prefix = multitask.label_prefix if multitask else ""
-    k = cfg.eval.maj_at_k
-    if k is not None and int(k) < 2:
-        raise ConfigError(f"eval.maj_at_k must be at least 2 or null (got {k})")
+    k = cfg.eval.maj_at_k  # validate_eval: an integer >= 2, or null
 
     eff = OmegaConf.create({"task": OmegaConf.to_container(task_node, resolve=True),
                             "trainer": OmegaConf.to_container(trainer_node, resolve=True),
                             "paths": OmegaConf.to_container(cfg.paths, resolve=True)})
+    validate_eval(cfg, eff)
+    check_trainer_kwargs(eff.trainer.pl)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.merge(cfg, eff), resolve=True))
     data = P.load_data(eff)
     dtype = cfg.dtype or (run_cfg.student.get("dtype") if run_cfg is not None else None) or "float32"

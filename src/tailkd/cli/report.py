@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
         return _fail(f"no such folder: {', '.join(map(str, missing))}")
+    out = args.out or args.dirs[0]
+    blocked = _unwritable(out)
+    if blocked:  # said before the search, not as a traceback after it
+        return _fail(f"cannot write the report into {out}: {blocked}")
     runs, skipped = find_runs(args.dirs, args.metric)
     if not runs:
         found = f" ({len(skipped)} results.json skipped: {skipped[0].reason})" if skipped else ""
@@ -36,9 +41,23 @@ def main(argv: list[str] | None = None) -> int:
                      "folder such as multirun/<date>/ or outputs/.")
     for s in skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
-    written = write_report(runs, skipped, args.out or args.dirs[0], args.dirs, args.metric, args.baseline, args.oracle)
+    try:
+        written = write_report(runs, skipped, out, args.dirs, args.metric, args.baseline, args.oracle)
+    except OSError as err:
+        return _fail(f"cannot write the report into {out}: {err}")
     log.info("%d runs; wrote %s", len(runs), ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why the report cannot go into ``out`` (created if missing), or None: its nearest existing folder
+    is a file, or not writable."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def _fail(message: str) -> int:

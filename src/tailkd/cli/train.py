@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.config import config_dir, validate
@@ -23,11 +24,16 @@ def run(cfg: DictConfig) -> dict:
 
     from tailkd.methods.pipeline import write_results
     from tailkd.training.distributed import launched_rank
+    from tailkd.training.trainer import check_trainer_kwargs, wandb_mode
 
     cfg = resumed_config(cfg)
     validate(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    recipe = build_recipe(cfg)
     rank = launched_rank()
+    if rank == 0:  # on this machine, before anything is paid; the DDP ranks rank 0 starts need not try again
+        check_trainer_kwargs(cfg.trainer.pl)
+        wandb_mode(cfg.logger)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     if rank > 0:  # a DDP rank Lightning started: the run's files are rank 0's to write
         run_dir = run_dir / f".rank{rank}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,13 +43,26 @@ def run(cfg: DictConfig) -> dict:
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True)
-    recipe = hydra.utils.instantiate(cfg.method)
     results = recipe.run(cfg, run_dir)
     write_results(run_dir, results)
     before = results["test_accuracy_before"]
     log.info("test accuracy %.4f (before training %s); results in %s", results["test_accuracy"],
              "not measured" if before is None else f"{before:.4f}", run_dir / "results.json")
     return results
+
+
+def build_recipe(cfg: DictConfig):
+    """The recipe ``method`` names. A setting it refuses is the user's to fix: its own
+    :class:`ConfigError`, not wrapped in Hydra's instantiation error with a traceback."""
+    try:
+        return hydra.utils.instantiate(cfg.method)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, TailkdError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError)):
+            raise ConfigError(f"method={cfg.method.get('name')}: {cause}") from err
+        raise
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:

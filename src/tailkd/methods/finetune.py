@@ -117,6 +117,7 @@ class Finetune:
         records = records_from_annotations(
             trained, data.task, P.examples_by_id(data.train), self.target, self.multitask, weights=weights
         )
+        P.require_records(cfg, data, records)  # before the student is loaded for nothing
         student = P.build_student(cfg, data)
         datamodule = P.make_datamodule(cfg, records, data, student)
         module = P.make_module(

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd import __version__
+from tailkd.errors import DataError
 from tailkd.methods.annotate import (  # noqa: F401  (re-exported: recipes use pipeline for every step)
     annotation_accuracy,
     buy_annotations,
@@ -47,6 +48,7 @@ def build_student(cfg: DictConfig, data: TaskData) -> Student:
 def make_datamodule(cfg: DictConfig, records: list[TrainRecord], data: TaskData, student: Student):
     """Training batches of ``records``; ``student.max_length=auto`` fits the longest of them (up to
     ``student.max_length_cap``), and ``datamodule.lengths`` says how many had to be cut or dropped."""
+    require_records(cfg, data, records)
     max_length = cfg.student.get("max_length", "auto")
     encoder = Encoder(student.tokenizer, student.is_causal, None if str(max_length) == "auto" else int(max_length),
                       truncation=cfg.student.get("truncation", "keep_answer"))
@@ -54,6 +56,18 @@ def make_datamodule(cfg: DictConfig, records: list[TrainRecord], data: TaskData,
         records, data.test, encoder, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, seed=int(cfg.seed),
         max_length_cap=int(cfg.student.get("max_length_cap", 1024)),
     )
+
+
+def require_records(cfg: DictConfig, data: TaskData, records: Sequence[TrainRecord]) -> None:
+    """Something to train on, or a :class:`DataError` saying why there is nothing: a recorded file made
+    for another task or split, or teacher answers none of which could be read."""
+    if records:
+        return
+    if cfg.teacher.backend == "recorded":
+        raise DataError(f"{cfg.teacher.path} answers none of {data.task.name}'s {len(data.train)} training "
+                        f"questions with a readable answer: nothing to train on (is it for another task or split?)")
+    raise DataError("nothing to train on: the teacher gave no answer that could be read (see annotations.jsonl "
+                    "and ledger.jsonl in the run folder)")
 
 
 def placeholder_record(data: TaskData) -> TrainRecord:

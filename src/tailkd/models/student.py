@@ -41,6 +41,25 @@ def check_student_cfg(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"student.source={cfg.get('source')!r} is unknown; choose one of {list(SOURCES)}")
     if cfg.get("dtype", "float32") not in DTYPES:
         raise ConfigError(f"student.dtype={cfg.get('dtype')!r} is unknown; choose one of {sorted(DTYPES)}")
+    if cfg.get("source") == "hub" and cfg.get("pretrained"):
+        check_local_weights(Path(str(cfg["pretrained"])).expanduser())
+
+
+def check_local_weights(folder: Path) -> None:
+    """Every safetensors file of a local model folder opens (its header is read, nothing loaded): an empty
+    or cut-short file, from a copy or a save that was interrupted, is named now, not by a deserialiser's
+    traceback after the teacher was paid. A hub id is no folder and is not checked."""
+    if not folder.is_dir():
+        return
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as err:  # safetensors raises its own error type, and OSError for unreadable files
+            raise ConfigError(f"{path} is not a readable safetensors file ({err}); the model folder is damaged "
+                              f"or was not fully written") from err
 
 
 def load_student(cfg: Mapping[str, Any], cache_dir: Path, tokenizer_texts: Iterable[str] = ()) -> Student:

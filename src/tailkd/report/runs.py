@@ -58,16 +58,28 @@ def find_runs(folders: list[Path], metric: str = "test_accuracy") -> tuple[list[
             if hidden or path.resolve() in seen:  # .submitit/, Lightning's per-rank .pl_hydra folders
                 continue
             seen.add(path.resolve())
-            try:
-                results = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                skipped.append(Skipped(path, f"unreadable: {err}"))
-                continue
-            if not isinstance(results, dict) or metric not in results:
-                skipped.append(Skipped(path, f"no {metric!r} (a tailkd-collect run or an unfinished one)"))
-                continue
-            runs.append(Run(path.parent, results, setting_of(path.parent, results)))
+            results, reason = _read(path, metric)
+            if reason:
+                skipped.append(Skipped(path, reason))
+            else:
+                runs.append(Run(path.parent, results, setting_of(path.parent, results)))
     return runs, skipped
+
+
+def _read(path: Path, metric: str) -> tuple[dict[str, Any], str | None]:
+    """A results.json and, if it is no finished run with a number for ``metric``, why it is skipped (a
+    run that reports ``"n/a"`` is not one more seed)."""
+    from tailkd.report.aggregate import _is_number  # aggregate imports this module
+
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # not JSON, or not UTF-8 text
+        return {}, f"unreadable: {err}"
+    if not isinstance(results, dict) or metric not in results:
+        return {}, f"no {metric!r} (a tailkd-collect run or an unfinished one)"
+    if not _is_number(results[metric]):
+        return {}, f"{metric!r} is {json.dumps(results[metric])}, not a number"
+    return results, None
 
 
 def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:

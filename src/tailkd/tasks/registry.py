@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tailkd.config import TASK_NUMBERS, check_numbers
 from tailkd.errors import ConfigError
 from tailkd.tasks.sources import read_rows
 from tailkd.tasks.task import Example, Task
@@ -33,6 +34,7 @@ def load_task_data(task_cfg: Mapping[str, Any]) -> TaskData:
     seeds vary training, not data); the test set is the first ``test_size`` rows, in source order.
     Test questions that also occur in the train pool are dropped.
     """
+    check_numbers(task_cfg, "task", TASK_NUMBERS)  # test_size=0 is a setting to name, not an empty split
     task = Task(task_cfg)
     train = load_examples(task, task_cfg, "train")
     test = load_examples(task, task_cfg, "test")

@@ -15,6 +15,7 @@ from tailkd.teachers.cache import CACHE_FILE, CompletionCache, open_cache
 from tailkd.teachers.collect import Collector, RetryPolicy, get_selector
 from tailkd.teachers.ledger import Ledger
 from tailkd.teachers.pricing import resolve_price
+from tailkd.teachers.settings import check_teacher_cfg
 
 
 def teacher_stops(teacher: Mapping[str, Any], task: Task) -> tuple[str, ...]:
@@ -42,6 +43,7 @@ def build_collector(
 ) -> Collector:
     """Everything a collection needs, from the ``teacher`` and ``budget`` config nodes; answers are
     cached in PostgreSQL at ``cache_url`` (``paths.cache_url``), else in SQLite in ``cache_dir``."""
+    check_teacher_cfg(teacher)  # before a backend is built: a bad number fails here, not on every request
     backend = build_backend(teacher, cache_dir)
     get_selector(budget.get("selection", "random"))  # an unknown strategy fails before anything is bought
     retry = dict(teacher.get("retry") or {})

@@ -16,6 +16,7 @@ from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.base import approx_tokens
 from tailkd.teachers.ratelimit import RateLimiter, retry_after
+from tailkd.teachers.settings import check_teacher_cfg
 
 _RETRYABLE_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}  # bad key, no access, unknown model: every other request fails too
@@ -38,6 +39,7 @@ class OpenAIBackend:
     billed_by_server = True
 
     def __init__(self, cfg: Mapping[str, Any]):
+        check_teacher_cfg(cfg)  # a rate limit of 0 or a word would fail inside the client, on every request
         self.model: str = cfg.get("model") or ""
         if not self.model:
             raise ConfigError("teacher.model is required for the openai backend (e.g. gpt-4o-mini)")
@@ -74,6 +76,11 @@ class OpenAIBackend:
                                    window_s=float(cfg.get("rate_limit_window_s") or 60.0),
                                    in_flight=self.max_concurrency)
         self.read_limit_headers = bool(cfg.get("rate_limit_headers", True))
+        # a server never reached (wrong base_url, not started) stops the run after this many connection
+        # failures in a row, instead of failing every question of the pool one by one
+        self.max_connection_failures = int(cfg.get("max_connection_failures", 5))
+        self._connection_failures = 0
+        self._reached = False
         # several samples of one prompt in one request (n): the prompt is billed once
         self.samples_per_request = bool(cfg.get("samples_per_request", False))
         if self.samples_per_request and self.mode == "live":
@@ -201,10 +208,12 @@ class OpenAIBackend:
         self.limiter.acquire(sum(len(c.encode()) for _, c in request.messages) + n * int(request.param("max_tokens") or 0))
         try:
             raw = self._client(key).chat.completions.with_raw_response.create(**kwargs)
+            self._reached = True
             if self.read_limit_headers:
                 self.limiter.observe(raw.headers)
             return raw.parse()
         except openai.APIStatusError as err:
+            self._reached = True
             retryable = err.status_code in _RETRYABLE_STATUS or err.status_code >= 500
             wait = _retry_after(err.response)
             if self.read_limit_headers:
@@ -214,10 +223,29 @@ class OpenAIBackend:
             return TeacherCallError(_scrub(f"HTTP {err.status_code}: {err.message}", key),
                                     retryable=retryable, retry_after=wait,
                                     fatal=err.status_code in _FATAL_STATUS)
-        except (openai.APITimeoutError, openai.APIConnectionError) as err:
-            return TeacherCallError(_scrub(f"{type(err).__name__}: {err}", key), retryable=True)
+        except openai.APIConnectionError as err:  # time-outs included
+            return self._connection_error(err, key)
         except Exception as err:  # a body that is not the JSON it should be
             return TeacherCallError(_scrub(f"malformed response ({type(err).__name__}: {err})", key), retryable=True)
+
+    def _connection_error(self, err: Exception, key: str) -> TeacherCallError:
+        """A request that got no answer: retryable, unless the server was never reached and
+        ``max_connection_failures`` connections in a row failed; then no request can succeed and the run
+        stops with one message. A time-out after connecting means the server is there, only slow."""
+        import openai
+
+        message = _scrub(f"{type(err).__name__}: {err}", key)
+        connected = isinstance(err, openai.APITimeoutError) and type(err.__cause__).__name__ != "ConnectTimeout"
+        with self._lock:  # never reached: every attempt so far failed to connect, so these are in a row
+            self._reached = self._reached or connected
+            self._connection_failures += 0 if connected else 1
+            failures = self._connection_failures
+        if self._reached or failures < self.max_connection_failures:
+            return TeacherCallError(message, retryable=True)
+        return TeacherCallError(
+            f"the server at {self.base_url or 'https://api.openai.com/v1'} is unreachable: {failures} connections "
+            f"failed and none ever got an answer (last: {message}); check teacher.base_url and that the server "
+            f"is running", retryable=False, fatal=True)
 
     def _parse(self, response: Any, request: TeacherRequest, key: str) -> Completion | TeacherCallError:
         try:
