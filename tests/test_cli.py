@@ -31,6 +31,9 @@ def test_smoke_run_writes_its_outputs(tmp_path):
     assert results["teacher_queries"] == 32 == results["num_train_examples"]
     assert results["teacher_cost_usd"] > 0
     assert 0.0 <= results["test_accuracy"] <= 1.0 and 0.0 <= results["test_accuracy_before"] <= 1.0
+    phases = results["time_s"]  # where the run's time went
+    assert list(phases) == ["buy", "evaluate", "train"] and sum(phases.values()) <= results["runtime_s"]
+    assert phases["train"] > 0 and phases["evaluate"] > 0
     annotations = _jsonl(tmp_path / "annotations.jsonl")
     assert len(annotations) == 32
     assert sum(a["cost_usd"] for a in annotations) == pytest.approx(results["teacher_cost_usd"], abs=1e-5)

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from tailkd import timing
 from tailkd.config import config_dir, validate
 from tailkd.errors import ConfigError, TailkdError
 
@@ -43,6 +44,7 @@ def run(cfg: DictConfig) -> dict:
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True)
+    timing.reset()  # this run's phases only (a multirun runs its jobs in one process)
     results = recipe.run(cfg, run_dir)
     write_results(run_dir, results)
     before = results["test_accuracy_before"]

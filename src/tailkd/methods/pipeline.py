@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd import __version__
+from tailkd import __version__, timing
 from tailkd.errors import DataError
 from tailkd.methods.annotate import (  # noqa: F401  (re-exported: recipes use pipeline for every step)
     annotation_accuracy,
@@ -150,7 +150,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers=None, max_steps: int | 
 
 def evaluate(trainer, module: DistillModule, datamodule, tag: str) -> tuple[float, list[dict[str, Any]]]:
     module.eval_tag = tag
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    with timing.phase("evaluate"):
+        trainer.test(module, datamodule=datamodule, verbose=False)
     log.info("%s accuracy: %.4f on %d questions", tag, module.accuracy, len(module.predictions))
     return module.accuracy, list(module.predictions)
 
@@ -187,6 +188,7 @@ def results_base(cfg: DictConfig, data: TaskData, method: str, annotations, spen
         **spend,
         "train_steps": int(steps),
         "runtime_s": round(time.time() - started, 1),
+        "time_s": timing.summary(),  # per phase: buy, warmup, select, signals (sample, ta), train, evaluate
         "resumed_from": checkpoints.resumed_from if checkpoints is not None else None,
         "tailkd_version": __version__,
         **provenance(device=inference_device(trainer), precision=str(trainer.precision), started=started),

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from tqdm.auto import tqdm
 
+from tailkd import timing
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
 from tailkd.teachers.backends.base import Backend, Completion, TeacherCallError, TeacherRequest
@@ -264,6 +265,10 @@ class Collector:
         return self._run([r for e in order for r in self.requests_for(e)], budget or self.budget)
 
     def _run(self, requests: list[TeacherRequest], budget: Budget, pool: bool = True) -> list[Annotation]:
+        with timing.phase("buy"):
+            return self._buy(requests, budget, pool)
+
+    def _buy(self, requests: list[TeacherRequest], budget: Budget, pool: bool) -> list[Annotation]:
         if pool:  # a training pool: a budget larger than it is worth a warning
             planned = budget.queries_for_pool(len(requests))
         else:

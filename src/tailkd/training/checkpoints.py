@@ -28,6 +28,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from tailkd import timing
+
 log = logging.getLogger(__name__)
 
 # settings that change neither the data nor the training: a run differing only in these resumes
@@ -130,7 +132,12 @@ class Checkpoints:
 
     def fit(self, stage: str, trainer: pl.Trainer, module: pl.LightningModule, datamodule) -> Fitted:
         """``trainer.fit`` for one stage of the run: skipped if the stage finished before (its weights
-        and RNG restored), continued from its last checkpoint if it was interrupted."""
+        and RNG restored), continued from its last checkpoint if it was interrupted. Timed as the
+        run's ``train`` phase (its ``warmup`` for TAiL's first stage)."""
+        with timing.phase("warmup" if stage == "warmup" else "train"):
+            return self._fit(stage, trainer, module, datamodule)
+
+    def _fit(self, stage: str, trainer: pl.Trainer, module: pl.LightningModule, datamodule) -> Fitted:
         if self.folder is None:
             trainer.fit(module, datamodule=datamodule)
             return Fitted(int(trainer.global_step), None)
