@@ -88,6 +88,11 @@ def test_stop_sequences_of_the_request_cut_too():
     ("Tables hold lamps. The best option is (a) table rather than (c) doorway.", "A", "Tables hold lamps."),
     ("(a) table. A lamp to read by stands on a table.", "A", "A lamp to read by stands on a table."),
     ("We need light. \\boxed{A}", "A", "We need light."),
+    ("The answer is B: table", "B", None),  # a letter and a text that disagree: the letter decides
+    ("Answer: (a) table\nA lamp stands on a table.", "A", "A lamp stands on a table."),  # stated first
+    ("A: A lamp stands on a table. So the answer is (a).", "A", "A lamp stands on a table."),  # exemplar marker
+    ("(B)", "B", None),  # a model that answers with the label alone
+    ("table", "A", None),  # ... or the choice's text alone
 ])
 def test_choice_answers_in_the_forms_real_teachers_write(text, answer, rationale):
     reading = CQA.read_teacher(text, CHOICE_EXAMPLE)

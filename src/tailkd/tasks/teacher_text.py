@@ -123,7 +123,8 @@ def _head(span: str) -> str:
 # -- reading one span: the answers it names -----------------------------------------------------------
 
 # strong labels: "(b)", "B)", "option b"; a bare capital only where no strong label or choice text is named
-_STRONG_LABEL = re.compile(r"\(([A-Ea-e])\)|(?<![A-Za-z'])([A-Ea-e])[)\]]|\b(?:[Oo]ption|[Cc]hoice)\s+([A-E])\b")
+_STRONG_LABEL = re.compile(r"\(([A-Ea-e])\)|(?<![A-Za-z'])([A-Ea-e])[)\]]|(?<![A-Za-z'])([A-E]):(?!\S)"
+                           r"|\b(?:[Oo]ption|[Cc]hoice)\s+([A-E])\b")
 _BARE_LABEL = re.compile(r"(?<![A-Za-z'.])([A-E])(?![A-Za-z'\-]|\.[A-Za-z])")
 _ARTICLE = re.compile(r"^(?:a|an|the|to)\s+", re.IGNORECASE)
 
@@ -274,6 +275,12 @@ def _rationale_before(kept: str, start: int) -> str | None:
     return before or None
 
 
+def _rationale_after(kept: str, at: int) -> str | None:
+    """The text after an answer stated first ("Answer: Yes. The Moon ..."): the reasons given for it."""
+    rest = kept[at:].lstrip(" .!:;*_-\n")
+    return rest[:1].upper() + rest[1:] if rest.strip() else None
+
+
 def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *,
                       choices: Mapping[str, str] | None = None, stops: Sequence[str] = (),
                       fallback: bool = True) -> TeacherReading:
@@ -282,6 +289,7 @@ def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *
     first = statements(text, extractor)
     cut_at = cut_continuation(text, stops, _head_end(text, first[0]) if first else None)
     kept = text[:cut_at].rstrip() if cut_at is not None else text.strip()
+    kept = re.sub(r"^A\s*:\s*(?=\S)", "", kept)  # a few-shot exemplar's answer marker, not part of the answer
     found = statements(kept, extractor)
     for statement in reversed(found):
         answers = span_answers(_head(statement.span), answer_type, extractor, choices)
@@ -290,7 +298,8 @@ def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *
         if answers:
             # "The final answer is $\boxed{42}$": the statement that holds this one is where the rationale ends
             start = min(s.start for s in found if s.start <= statement.start < _head_end(kept, s))
-            return TeacherReading(kept, cut_at, _rationale_before(kept, start), answers.pop(), "statement")
+            rationale = _rationale_before(kept, start) or _rationale_after(kept, _head_end(kept, statement))
+            return TeacherReading(kept, cut_at, rationale, answers.pop(), "statement")
     opened = _answer_first(kept, answer_type, choices)
     if opened is not None:
         answer, rest = opened
