@@ -92,6 +92,7 @@ def test_stop_sequences_of_the_request_cut_too():
     ("Answer: (a) table\nA lamp stands on a table.", "A", "A lamp stands on a table."),  # stated first
     ("A: A lamp stands on a table. So the answer is (a).", "A", "A lamp stands on a table."),  # exemplar marker
     ("(B)", "B", None),  # a model that answers with the label alone
+    ("A table holds it.\n\n**Final Answer:**\n(A) table", "A", "A table holds it."),
     ("table", "A", None),  # ... or the choice's text alone
 ])
 def test_choice_answers_in_the_forms_real_teachers_write(text, answer, rationale):

@@ -97,7 +97,12 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
     for match in extractor.matches(text):
         found.append(Statement(match.start(), match.end(1), match.group(1) or ""))
     for match in _STATEMENT.finditer(text):
-        found.append(Statement(match.start(), match.end(), match.group(1)))
+        span, end = match.group(1), match.end()
+        if not span.strip(" \t*_`#"):  # "Answer:" on a line of its own: the answer is on the next one
+            following = re.match(r"[ \t]*\n\s*([^\n]*)", text[end:])
+            if following:
+                span, end = following.group(1), end + following.end()
+        found.append(Statement(match.start(), end, span))
     for match in _BOXED.finditer(text):
         found.append(Statement(match.start(), match.end(), match.group(1)))
     return sorted(found, key=lambda s: (s.start, -s.end))
