@@ -115,7 +115,7 @@ class Arte:
             drafts, counts = draft_questions(
                 collector, data.train, seen, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
                 template=self.question_prompt, temperature=self.question_temperature, rng=rng,
-                id_prefix="arte-draft-", budget=lambda: left(drafting))
+                id_prefix="arte-draft-", budget=lambda: left(drafting), desc="ARTE: drafting questions")
         with collector.phase("draft_rationales"):
             draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
                              temperature=self.rationale_temperature, budget=left(drafting))

@@ -141,7 +141,8 @@ class Tail:
         candidates, others = rest[:n], rest[n:]
         with P.inference(cfg, student, trainer):
             answers = from_rank_zero(sampled_answers(student, data.task, candidates, settings, decoding,
-                                                     int(cfg.seed), _signal_cache(cfg, student, trainer)))
+                                                     int(cfg.seed), _signal_cache(cfg, student, trainer),
+                                                     desc="select: sampling the candidates"))
         shares = {e.id: summarise(answers[e.id]).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],

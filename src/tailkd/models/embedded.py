@@ -20,6 +20,7 @@ offline stand-in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import fcntl
 import hashlib
@@ -31,10 +32,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tailkd.errors import ConfigError
+from tailkd.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +253,31 @@ def _drop_quantization_config(config_path: Path) -> None:
     os.replace(tmp, config_path)
 
 
+@contextlib.contextmanager
+def gguf_progress(desc: str) -> Iterator[None]:
+    """transformers' GGUF loader counts the tensors it de-quantizes, the longest part of a conversion
+    (a minute for Qwen 0.5B on two cores), with a tqdm of its own; for the block that count goes through
+    :mod:`tailkd.progress`, which off a terminal logs lines instead of carriage returns."""
+    import transformers.modeling_gguf_pytorch_utils as gguf
+
+    original = getattr(gguf, "tqdm", None)
+    if original is None:  # a transformers that counts differently keeps its own way
+        yield
+        return
+    gguf.tqdm = lambda items, *args, **kwargs: track(items, desc, unit="tensor")
+    try:
+        yield
+    finally:
+        gguf.tqdm = original
+
+
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    with gguf_progress(f"converting {gguf_path.name}"):
+        loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     config = copy.deepcopy(loaded.config)
     # the weights are float now: a config still naming GGUF quantization makes the model unsavable

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tailkd.models import Student, generate_texts
+from tailkd.progress import batches
 from tailkd.signals.self_consistency import sample_texts
 from tailkd.tasks import Example, Task
 from tailkd.tasks.rationale import SPLITS, split_steps  # noqa: F401 (re-exported)
@@ -99,8 +100,8 @@ def step_answers(student: Student, task: Task, examples: Sequence[Example], step
             prompts.append(prompt)
             owner.append(i)
     texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        texts += generate_texts(student, prompts[start:start + batch_size], probe_tokens, stop=["\n"])
+    for batch in batches(prompts, batch_size, f"ELAD: answers after each step ({variant})", unit="prompt"):
+        texts += generate_texts(student, batch, probe_tokens, stop=["\n"])
     out: list[list[str | None]] = [[] for _ in examples]
     for i, text in zip(owner, texts):
         out[i].append(task.extract_answer(probe + " " + text, examples[i]))
@@ -114,14 +115,15 @@ def explain(student: Student, task: Task, examples: Sequence[Example], *, stop: 
     uncertainty filled in (see the module docstring)."""
     prompts = [task.prompt(e) for e in examples]
     texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        texts += generate_texts(student, prompts[start:start + batch_size], task.max_new_tokens, stop=stop)
+    for batch in batches(prompts, batch_size, "ELAD: the student's explanations", unit="q"):
+        texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
     parsed = [split_rationale(t, task) for t in texts]
     steps = [split_steps(rationale, split) for rationale, _ in parsed]
     answers = step_answers(student, task, examples, steps, variant=variant, probe=probe, probe_tokens=probe_tokens,
                            batch_size=batch_size)
     samples = sample_texts(student, prompts, task.max_new_tokens, k=k, temperature=temperature,
-                           batch_size=batch_size, stop=stop, seed=seed) if k >= 2 else [[] for _ in examples]
+                           batch_size=batch_size, stop=stop, seed=seed,
+                           desc="ELAD: sampling explanations") if k >= 2 else [[] for _ in examples]
     out = []
     for example, text, (_, final), its_steps, its_answers, its_samples in zip(
             examples, texts, parsed, steps, answers, samples):

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from tailkd.models import Student, generate_texts
+from tailkd.progress import batches
 from tailkd.signals.cache import SignalCache
 from tailkd.signals.self_consistency import Consistency, sample_texts, summarise
 from tailkd.signals.settings import SignalSettings
@@ -56,39 +57,41 @@ def unique_questions(annotations: Sequence[Annotation], examples: Mapping[str, E
 
 
 def sampled_answers(student: Student, task: Task, questions: Sequence[Example], settings: SignalSettings,
-                    decoding: Decoding, seed: int, cache: SignalCache) -> dict[str, list[str | None]]:
-    """Each question's k sampled answers (the texts cached, the answers extracted now)."""
+                    decoding: Decoding, seed: int, cache: SignalCache,
+                    desc: str = "self-consistency: sampling the student") -> dict[str, list[str | None]]:
+    """Each question's k sampled answers (the texts cached, the answers extracted now); ``desc`` names
+    the progress."""
     prompts = [task.prompt(e) for e in questions]
     key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
            "temperature": settings.temperature, "seed": seed, "task_version": task.version, **decoding.key()}
     texts = cache.fetch("samples", key, lambda: sample_texts(
         student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
-        batch_size=decoding.batch_size, stop=decoding.stop, seed=seed))
+        batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc))
     return {e.id: [task.extract_answer(t, e) for t in sampled] for e, sampled in zip(questions, texts)}
 
 
 def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], decoding: Decoding,
                    cache: SignalCache) -> dict[str, str]:
     prompts = [task.prompt(e) for e in questions]
-    size = decoding.batch_size
 
     def generate() -> list[str]:
-        return [text for start in range(0, len(prompts), size)
-                for text in generate_texts(student, prompts[start:start + size], decoding.max_new_tokens,
-                                           stop=decoding.stop)]
+        chunks = batches(prompts, decoding.batch_size, "ta_student: the student's greedy outputs", "q")
+        return [text for batch in chunks
+                for text in generate_texts(student, batch, decoding.max_new_tokens, stop=decoding.stop)]
 
     key = {"model": cache.model_id(student.model), "prompts": prompts, **decoding.key()}
     return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
 
 
-def ta_scores(ta, items: Sequence[Scored], cache: SignalCache) -> list[TAScore]:
-    """The TA's scores of ``items``, keyed by the exact texts it reads (``ta.key``)."""
+def ta_scores(ta, items: Sequence[Scored], cache: SignalCache, desc: str = "TA: scoring") -> list[TAScore]:
+    """The TA's scores of ``items``, keyed by the exact texts it reads (``ta.key``); ``desc`` names the
+    progress."""
     model = getattr(ta, "model", None)
     identity = {"ta": type(ta).__name__, "confidence": getattr(ta, "confidence", None),
                 "batch_size": getattr(ta, "batch_size", None),
                 "weights": cache.model_id(model.model) if model is not None else None}
     key = {**identity, "items": [ta.key(item) for item in items]}
-    stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items)])
+    stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items, desc=desc)])
     return [TAScore(**s) for s in stored]
 
 
@@ -121,11 +124,13 @@ def measure_signals(
     if "ta_student" in settings.enabled:
         outputs = greedy_outputs(student, task, questions, decoding, cache)
         parsed = [split_rationale(outputs[e.id], task) for e in questions]
-        scores = ta_scores(ta, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], cache)
+        scores = ta_scores(ta, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], cache,
+                           "TA: scoring the student's outputs")
         judged_student = {e.id: s for e, s in zip(questions, scores)}
     if "ta_teacher" in settings.enabled:
         judged_teacher = list(ta_scores(
-            ta, [Scored(examples[a.example_id], a.rationale, a.answer) for a in annotations], cache))
+            ta, [Scored(examples[a.example_id], a.rationale, a.answer) for a in annotations], cache,
+            "TA: scoring the teacher's annotations"))
     return [
         Measured(
             annotation=a,

@@ -20,6 +20,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
 from tailkd.models.generation import eval_mode
+from tailkd.progress import batches
 from tailkd.tasks import Example, Task
 
 SELECTIONS = ("varied", "random")
@@ -50,12 +51,13 @@ def one_shot_prompt(task: Task, demo: Demonstration, example: Example) -> str:
 
 
 def one_shot_correct(student: Student, task: Task, demos: Sequence[Demonstration], questions: Sequence[Example],
-                     *, batch_size: int, stop: Sequence[str] = ()) -> list[list[bool]]:
+                     *, batch_size: int, stop: Sequence[str] = (),
+                     desc: str = "ARTE: one-shot answers") -> list[list[bool]]:
     """``correct[d][q]``: shown ``demos[d]`` alone, the student answers ``questions[q]`` right (greedy)."""
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
     texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        texts += generate_texts(student, prompts[start:start + batch_size], task.max_new_tokens, stop=stop)
+    for batch in batches(prompts, batch_size, desc, unit="prompt"):
+        texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
     n = len(questions)
     return [[task.extract_answer(texts[d * n + i], q) == q.answer for i, q in enumerate(questions)]
             for d in range(len(demos))]
@@ -85,10 +87,11 @@ def continuation_logprobs(student: Student, prompts: Sequence[str], continuation
     prompt and scores the continuation as its target."""
     tok, model = student.tokenizer, student.model
     out: list[float] = []
+    pairs = list(zip(prompts, continuations))
     with eval_mode(model):
-        for start in range(0, len(prompts), batch_size):
+        for batch in batches(pairs, batch_size, "ARTE: answer likelihoods", unit="prompt"):
             pieces = [(tok(p, add_special_tokens=True)["input_ids"], tok(c, add_special_tokens=False)["input_ids"])
-                      for p, c in zip(prompts[start:start + batch_size], continuations[start:start + batch_size])]
+                      for p, c in batch]
             out += _causal_logprobs(model, tok, pieces) if student.is_causal else _seq2seq_logprobs(model, tok, pieces)
     return out
 
@@ -132,7 +135,8 @@ def preference_set(student: Student, task: Task, candidates: Sequence[Example], 
         raise ConfigError(f"method.preference_selection={selection!r} is unknown; choose one of {list(SELECTIONS)}")
     if selection == "random" or not probes or len(candidates) <= size:
         return list(candidates[:size])
-    correct = one_shot_correct(student, task, probes, candidates, batch_size=batch_size, stop=stop)
+    correct = one_shot_correct(student, task, probes, candidates, batch_size=batch_size, stop=stop,
+                               desc="ARTE: choosing the preference set")
     shares = [sum(row[i] for row in correct) / len(correct) for i in range(len(candidates))]
     order = sorted(range(len(candidates)), key=lambda i: -shares[i] * (1 - shares[i]))  # stable: ties keep order
     return [candidates[i] for i in order[:size]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,9 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from tailkd.models import Student, generate_texts
+from tailkd.progress import batches
 from tailkd.tasks import Example, Task
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,20 @@ def sample_texts(
     batch_size: int,
     stop: Sequence[str] = (),
     seed: int = 0,
+    desc: str = "sampling the student",
 ) -> list[list[str]]:
     """k sampled continuations per prompt, one batched ``generate`` call (``num_return_sequences=k``)
     per batch. The global RNG is seeded inside a fork and restored after, so what runs next (stage 2's
-    dropout) does not depend on whether these samples were drawn or read from a cache."""
+    dropout) does not depend on whether these samples were drawn or read from a cache. ``desc`` names
+    the progress: sampling a whole pool on a CPU takes the better part of an hour."""
     devices = [student.model.device] if student.model.device.type == "cuda" else []
     out: list[list[str]] = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start:start + batch_size])
+        for batch in batches(list(prompts), batch_size, f"{desc} (k={k})", unit="q"):
             texts = generate_texts(student, batch, max_new_tokens, stop=stop, do_sample=True,
                                    temperature=temperature, num_return_sequences=k)
             out += [texts[i * k:(i + 1) * k] for i in range(len(batch))]
-            # sampling a whole pool on a CPU takes the better part of an hour: say how far it is
-            log.info("self-consistency: sampled %d/%d questions (k=%d)", len(out), len(prompts), k)
     return out
 
 

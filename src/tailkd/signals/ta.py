@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from tailkd.errors import ConfigError
 from tailkd.models import Student
+from tailkd.progress import batches
 from tailkd.tasks import Example, Task
 from tailkd.training.loss import IGNORE_INDEX
 
@@ -76,12 +77,12 @@ class LanguageModelTA:
         return prompt, ids, is_answer
 
     @torch.no_grad()
-    def score(self, items: Sequence[Scored]) -> list[TAScore]:
+    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
         was_training = self.model.model.training
         self.model.model.eval()
         scores: list[TAScore] = []
-        for start in range(0, len(items), self.batch_size):
-            scores += self._score_batch(items[start:start + self.batch_size])
+        for batch in batches(items, self.batch_size, desc, unit="output"):
+            scores += self._score_batch(batch)
         self.model.model.train(was_training)
         return scores
 
@@ -166,14 +167,14 @@ class JudgeTA:
         return self.text(item)
 
     @torch.no_grad()
-    def score(self, items: Sequence[Scored]) -> list[TAScore]:
+    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
         from tailkd.models.generation import eval_mode
 
         tok, model = self.model.tokenizer, self.model.model
         out: list[TAScore] = []
         with eval_mode(model):
-            for start in range(0, len(items), self.batch_size):
-                texts = [self.text(i) for i in items[start:start + self.batch_size]]
+            for batch in batches(items, self.batch_size, desc, unit="output"):
+                texts = [self.text(i) for i in batch]
                 tok.padding_side = "left"  # the next token is read at the last position of every row
                 encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template).to(model.device)
                 logits = model(**encoded).logits[:, -1].float()

@@ -65,7 +65,8 @@ class ArithmeticVerifierTA:
     def key(self, item: Scored) -> tuple[str | None, str | None]:
         return item.rationale, item.answer
 
-    def score(self, items: Sequence[Scored]) -> list[TAScore]:
+    def score(self, items: Sequence[Scored], desc: str = "") -> list[TAScore]:
+        """``desc`` is the model TAs' progress label; checking arithmetic is instant and shows none."""
         out = []
         for item in items:
             checked, wrong = check_arithmetic(item.rationale or "", item.answer)

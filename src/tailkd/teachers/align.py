@@ -18,18 +18,20 @@ from typing import Any
 import torch
 
 from tailkd.errors import ConfigError
+from tailkd.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def completion_logprobs(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+def completion_logprobs(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                        desc: str = "DPO: log-probabilities") -> list[float]:
     """log p(completion + EOS | prompt) for each pair, summed over the completion's tokens, tokenised
     as TRL does (the prompt, then prompt + completion as one string)."""
     was_training = model.training
     model.eval()
     out = []
-    for prompt, completion in zip(prompts, completions):
+    for prompt, completion in track(list(zip(prompts, completions)), desc, unit="text"):
         prompt_ids = tokenizer(prompt)["input_ids"]
         full = tokenizer(prompt + completion + (tokenizer.eos_token or ""))["input_ids"]
         start = 0
@@ -43,12 +45,36 @@ def completion_logprobs(model, tokenizer, prompts: Sequence[str], completions: S
     return out
 
 
-def margins(model, tokenizer, pairs: Sequence[Mapping[str, str]]) -> list[float]:
-    """log p(chosen | prompt) - log p(rejected | prompt), pair by pair."""
+def margins(model, tokenizer, pairs: Sequence[Mapping[str, str]], desc: str = "DPO: margins") -> list[float]:
+    """log p(chosen | prompt) - log p(rejected | prompt), pair by pair (``desc`` labels the progress)."""
     prompts = [p["prompt"] for p in pairs]
-    chosen = completion_logprobs(model, tokenizer, prompts, [p["chosen"] for p in pairs])
-    rejected = completion_logprobs(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+    chosen = completion_logprobs(model, tokenizer, prompts, [p["chosen"] for p in pairs], f"{desc} (chosen)")
+    rejected = completion_logprobs(model, tokenizer, prompts, [p["rejected"] for p in pairs], f"{desc} (rejected)")
     return [c - r for c, r in zip(chosen, rejected)]
+
+
+def progress_callback():
+    """A TrainerCallback that shows DPO's steps through :mod:`tailkd.progress` (a bar on a terminal, a
+    log line every tenth elsewhere): the trainer's own bar is off (``disable_tqdm``), as its carriage
+    returns garble a log, and the PrinterCallback that replaces it prints every step's numbers."""
+    from transformers import TrainerCallback
+
+    class DPOProgress(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress(state.max_steps, "DPO: aligning the teacher", unit="step",
+                                     initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.reach(state.global_step)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.close()
+
+    return DPOProgress()
 
 
 def adapter_fingerprint(model) -> str:
@@ -66,13 +92,14 @@ def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: Mapping[str
     with it. Returns the mean margin before and after, and the training figures."""
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
         raise ConfigError("DPO got no preference pairs: too few drafts were scored apart (raise method.num_questions)")
     teacher = backend.student
     model, tokenizer = teacher.model, teacher.tokenizer
-    before = margins(model, tokenizer, pairs)  # before TRL wraps the model in place
+    before = margins(model, tokenizer, pairs, "DPO: margins before")  # before TRL wraps the model in place
     lora = dict(settings.get("lora") or {})
     on_gpu = model.device.type == "cuda"
     with tempfile.TemporaryDirectory(prefix="tailkd-dpo-") as scratch:
@@ -91,12 +118,13 @@ def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: Mapping[str
                                  target_modules=list(lora["target_modules"]) if lora.get("target_modules") else "all-linear",
                                  task_type="CAUSAL_LM")
         trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(list(pairs)),
-                             processing_class=tokenizer, peft_config=peft_config)
+                             processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_callback()])
+        trainer.remove_callback(PrinterCallback)
         result = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     policy = trainer.model
     policy.eval()
-    after = margins(policy, tokenizer, pairs)
+    after = margins(policy, tokenizer, pairs, "DPO: margins after")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

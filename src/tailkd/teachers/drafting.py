@@ -10,6 +10,7 @@ question ("What is 12 + 7?" and "What is 12 + 8?" share 3 of 5 words and stay ap
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import jinja2
 
 from tailkd.errors import ConfigError
+from tailkd.progress import Progress
 from tailkd.tasks import Example
 from tailkd.teachers.base import Annotation
 from tailkd.teachers.collect import Collector
@@ -137,42 +139,47 @@ def render(template: str, name: str, **values: Any) -> str:
 
 def draft_questions(collector: Collector, pool: Sequence[Example], keep: QuestionFilter, *, wanted: int,
                     seeds_per_prompt: int, template: str, temperature: float, rng: random.Random,
-                    id_prefix: str, budget=None, max_rounds: int = 20,
-                    batch: int = 16) -> tuple[list[DraftQuestion], DraftCounts]:
+                    id_prefix: str, budget=None, max_rounds: int = 20, batch: int = 16,
+                    desc: str | None = None) -> tuple[list[DraftQuestion], DraftCounts]:
     """Up to ``wanted`` new questions, each written from ``seeds_per_prompt`` questions of ``pool`` and
     kept only if ``keep`` (shared by every drafting call of a run) has seen nothing like it; stops early
-    when the budget buys nothing more (or after ``max_rounds`` rounds of asking)."""
+    when the budget buys nothing more (or after ``max_rounds`` rounds of asking). ``desc``: a progress
+    of the kept questions over all rounds (each round's purchase has the teacher's bar besides)."""
     counts = DraftCounts()
     drafts: list[DraftQuestion] = []
-    for _ in range(max_rounds):
-        if len(drafts) >= wanted:
-            break
-        asks = []
-        for _ in range(min(batch, wanted - len(drafts))):
-            seeds = [e.question for e in rng.sample(list(pool), min(seeds_per_prompt, len(pool)))]
-            asks.append((seeds, render(template, "question_prompt", seeds=seeds)))
-        # no stop sequences: a drafted question may well be written on a "Question:" line of its own
-        requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature, stop=None)
-                    for i, (_, text) in enumerate(asks)]
-        counts.asked += len(requests)
-        bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}
-        counts.bought += len(bought)
-        if not bought:
-            break
-        for request, (seeds, text) in zip(requests, asks):
-            if request.example_id not in bought:
-                continue
-            question = parse_question(bought[request.example_id].text)
-            if question is None:
-                counts.unparseable += 1
-                continue
-            verdict = keep.verdict(question)
-            if verdict == "keep":
-                drafts.append(DraftQuestion(request.example_id, question, text, seeds))
-            elif verdict == "duplicate":
-                counts.duplicates += 1
-            else:
-                counts.like_test += 1
+    with Progress(wanted, desc, unit="q") if desc else contextlib.nullcontext() as progress:
+        for _ in range(max_rounds):
+            if len(drafts) >= wanted:
+                break
+            asks = []
+            for _ in range(min(batch, wanted - len(drafts))):
+                seeds = [e.question for e in rng.sample(list(pool), min(seeds_per_prompt, len(pool)))]
+                asks.append((seeds, render(template, "question_prompt", seeds=seeds)))
+            # no stop sequences: a drafted question may well be written on a "Question:" line of its own
+            requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature, stop=None)
+                        for i, (_, text) in enumerate(asks)]
+            counts.asked += len(requests)
+            bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}
+            counts.bought += len(bought)
+            if not bought:
+                break
+            kept = len(drafts)
+            for request, (seeds, text) in zip(requests, asks):
+                if request.example_id not in bought:
+                    continue
+                question = parse_question(bought[request.example_id].text)
+                if question is None:
+                    counts.unparseable += 1
+                    continue
+                verdict = keep.verdict(question)
+                if verdict == "keep":
+                    drafts.append(DraftQuestion(request.example_id, question, text, seeds))
+                elif verdict == "duplicate":
+                    counts.duplicates += 1
+                else:
+                    counts.like_test += 1
+            if progress is not None:
+                progress.update(len(drafts) - kept)
     return drafts[:wanted], counts
 
 

@@ -11,6 +11,7 @@ import torch
 
 from tailkd.models.generation import generate_texts
 from tailkd.models.student import Student
+from tailkd.progress import Progress
 from tailkd.tasks import Task
 from tailkd.training.data import ExampleBatch
 from tailkd.training.distributed import gather_lists
@@ -70,6 +71,7 @@ class DistillModule(pl.LightningModule):
         self.data_position: tuple[int, int] | None = None
         self.records_digest: str | None = None
         self._fused = False
+        self._progress: Progress | None = None
 
     # -- training ----------------------------------------------------------------------------------
     def example_losses(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -89,6 +91,25 @@ class DistillModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         # from_pretrained returns models in eval mode and Lightning keeps submodule modes as found
         self.model.train()
+
+    # -- progress off a terminal (on one, Lightning's own bar shows it) -----------------------------
+    def _start_progress(self, total: float, desc: str, unit: str, initial: int = 0) -> None:
+        self._progress = None
+        if self.trainer.is_global_zero and math.isfinite(total) and total > 0:
+            self._progress = Progress(int(total), desc, unit, bar=False, initial=initial)
+
+    def _advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(n)
+
+    def on_train_start(self) -> None:
+        stage = f" ({self.log_prefix.rstrip('/')})" if self.log_prefix else ""
+        self._start_progress(self.trainer.estimated_stepping_batches, f"training{stage}", "step",
+                             initial=self.trainer.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._progress is not None:  # optimiser steps: a batch of an accumulation window is not one
+            self._progress.reach(self.trainer.global_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.example_losses(batch)
@@ -152,6 +173,16 @@ class DistillModule(pl.LightningModule):
     # -- evaluation --------------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self.predictions = []
+        self._start_progress(self._test_questions(), f"{self.eval_tag}: greedy outputs", "q")
+
+    def _test_questions(self) -> int:
+        """How many questions this rank answers: its sampler's length (under DDP, its share)."""
+        loaders = self.trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        try:
+            return sum(len(loader.sampler) for loader in loaders if loader is not None)
+        except (TypeError, AttributeError):  # a sampler of unknown length: no progress
+            return 0
 
     def test_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         prompts = [self.eval_prompt_prefix + self.task.prompt(e) for e in batch.examples]
@@ -166,6 +197,7 @@ class DistillModule(pl.LightningModule):
                 "predicted": predicted,
                 "correct": predicted == example.answer,
             })
+        self._advance(len(texts))
 
     def on_test_epoch_end(self) -> None:
         # under DDP each rank saw a shard (padded with repeats): every rank gets all, once each, in order
