@@ -46,6 +46,23 @@ def test_smoke_run_writes_its_outputs(tmp_path):
     assert (tmp_path / "wandb").is_dir()  # offline W&B run
 
 
+THIRD_PARTY_NOISE = (
+    "litlogger",  # Lightning's advertisement at every Trainer start
+    "LeafSpec",  # a torch deprecation inside Lightning's _pytree
+    "anonymous setting has no effect",  # W&B, about an argument Lightning passes
+    "building the font cache",  # matplotlib, imported by torchmetrics
+    "Writing model shards",  # transformers' bar, carriage returns in a log
+)
+
+
+def test_a_smoke_run_prints_tailkds_lines_and_no_third_party_noise(tmp_path):
+    proc = train(tmp_path, "experiment=smoke")  # default loggers: CSV and W&B offline
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert [noise for noise in THIRD_PARTY_NOISE if noise in console] == []
+    assert "GPU available" in console and "test accuracy" in console  # Lightning's useful lines and tailkd's stay
+
+
 def test_seq2seq_student_with_distilling_step_by_step(tmp_path):
     proc = train(tmp_path, "experiment=smoke", "student=tiny-t5", "method=distill_step_by_step", "logger=csv")
     assert proc.returncode == 0, proc.stderr[-3000:]

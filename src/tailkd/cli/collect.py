@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.config import config_dir, validate_collect
+from tailkd.console import quiet
 from tailkd.errors import TailkdError
 
 log = logging.getLogger("tailkd")
@@ -66,6 +67,7 @@ def dry_run(cfg: DictConfig, data, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="collect")
 def _main(cfg: DictConfig) -> None:
+    quiet()
     try:
         run(cfg)
     except TailkdError as err:

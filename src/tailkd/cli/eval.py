@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.config import config_dir, validate_eval
+from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
 
 log = logging.getLogger("tailkd")
@@ -175,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def _main(cfg: DictConfig) -> None:
+    quiet()
     try:
         run(cfg)
     except TailkdError as err:

@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tailkd.config import config_dir
+from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
 from tailkd.report.pooled import read_jsonl as _jsonl
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet()
     try:
         cfg = ta_config(args.ta, args.set)
         rows = rescore(args.runs, cfg, device=args.device)

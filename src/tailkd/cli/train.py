@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tailkd import timing
 from tailkd.config import config_dir, validate
+from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
 
 log = logging.getLogger("tailkd")
@@ -87,6 +88,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _main(cfg: DictConfig) -> float:
+    quiet()
     try:
         return run(cfg)["test_accuracy"]
     except TailkdError as err:

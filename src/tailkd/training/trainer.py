@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from tailkd.console import drop_anonymous
 from tailkd.errors import ConfigError
 
 
@@ -36,6 +37,7 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, flat_con
             save_dir=str(run_dir),
             mode=mode,
         )
+        drop_anonymous(logger._wandb_init)  # else W&B warns about a setting nobody set (tailkd.console)
         logger.log_hyperparams(flat_config)
         loggers.append(logger)
     return loggers
