@@ -104,3 +104,20 @@ def test_a_run_that_dropped_a_stop_rule_is_scored_with_its_own_rules(tmp_path):
     assert evaluate(tmp_path / "eval", f"model={run}")["stop_strings"] == ["\nQuestion:"]
     assert [r["output"] for r in _jsonl(tmp_path / "eval" / "predictions.jsonl")] == [
         r["output"] for r in _jsonl(run / "predictions.jsonl")]
+
+
+def test_the_config_of_an_evaluation_of_a_run_on_a_hub_task_is_written():
+    """tailkd-eval model=RUN for a run on gsm8k (a hub source with a path): the run's task replaces the
+    default chain_sum's, whose source has other keys (a merge into the struct config raised)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tailkd.cli.eval import effective_config
+    from tailkd.config import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=["model=somewhere"])
+        run_task = compose(config_name="train", overrides=["task=gsm8k"]).task
+    eff = OmegaConf.create({"task": OmegaConf.to_container(run_task, resolve=True), "trainer": {}, "paths": {}})
+    written = effective_config(cfg, eff)
+    assert written.task.name == "gsm8k" and written.task.source.path == "openai/gsm8k" and written.model == "somewhere"

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+from test_teacher_text import CQA, ROW
 
 from tailkd.cli.report import main as report_main
 from tailkd.methods.finetune import oracle_annotations, records_from_annotations
@@ -15,7 +16,6 @@ from tailkd.report import find_runs, group_runs
 from tailkd.signals import SignalSettings, weigh
 from tailkd.signals.measure import Measured
 from tailkd.teachers.base import Annotation
-from test_teacher_text import CQA, ROW
 
 GOLD = {"q0": "A", "q1": "B", "q2": "C"}
 
@@ -32,8 +32,9 @@ def _questions():
 
 
 def test_the_oracle_signal_weighs_right_answers_one_and_wrong_ones_zero():
-    import yaml as _yaml
     from pathlib import Path
+
+    import yaml as _yaml
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "signals"
     preset = {**_yaml.safe_load((conf / "all.yaml").read_text()), **_yaml.safe_load((conf / "oracle.yaml").read_text())}

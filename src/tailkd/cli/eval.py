@@ -110,6 +110,13 @@ def majority_votes(student, task, examples, k: int, temperature: float, batch_si
     return [summarise([task.extract_answer(t, e) for t in texts]) for e, texts in zip(examples, samples)]
 
 
+def effective_config(cfg: DictConfig, eff: DictConfig) -> DictConfig:
+    """The config this evaluation ran with: ``cfg`` with the run's task, trainer and paths in place of
+    its own. Replaced, not merged: a run's task may have keys the default task lacks (a hub source's
+    ``path``), which a merge into Hydra's struct config refuses."""
+    return OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), **OmegaConf.to_container(eff, resolve=True)})
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     from tailkd.methods import pipeline as P
     from tailkd.provenance import provenance
@@ -136,7 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             "paths": OmegaConf.to_container(cfg.paths, resolve=True)})
     validate_eval(cfg, eff)
     check_trainer_kwargs(eff.trainer.pl)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.merge(cfg, eff), resolve=True))
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(effective_config(cfg, eff)))
     data = P.load_data(eff)
     dtype = cfg.dtype or (run_cfg.student.get("dtype") if run_cfg is not None else None) or "float32"
     student = load_model(location, arch, str(dtype), run_cfg, P.cache_dir(cfg))
