@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from tailkd import timing
 from tailkd.models import Student, generate_texts
 from tailkd.progress import batches
 from tailkd.signals.cache import SignalCache
@@ -64,9 +65,10 @@ def sampled_answers(student: Student, task: Task, questions: Sequence[Example], 
     prompts = [task.prompt(e) for e in questions]
     key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
            "temperature": settings.temperature, "seed": seed, "task_version": task.version, **decoding.key()}
-    texts = cache.fetch("samples", key, lambda: sample_texts(
-        student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
-        batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc))
+    with timing.phase("sample"):
+        texts = cache.fetch("samples", key, lambda: sample_texts(
+            student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
+            batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc))
     return {e.id: [task.extract_answer(t, e) for t in sampled] for e, sampled in zip(questions, texts)}
 
 
@@ -80,7 +82,8 @@ def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], d
                 for text in generate_texts(student, batch, decoding.max_new_tokens, stop=decoding.stop)]
 
     key = {"model": cache.model_id(student.model), "prompts": prompts, **decoding.key()}
-    return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
+    with timing.phase("student_outputs"):
+        return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
 
 
 def ta_scores(ta, items: Sequence[Scored], cache: SignalCache, desc: str = "TA: scoring") -> list[TAScore]:
@@ -91,7 +94,8 @@ def ta_scores(ta, items: Sequence[Scored], cache: SignalCache, desc: str = "TA: 
                 "batch_size": getattr(ta, "batch_size", None),
                 "weights": cache.model_id(model.model) if model is not None else None}
     key = {**identity, "items": [ta.key(item) for item in items]}
-    stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items, desc=desc)])
+    with timing.phase("ta"):
+        stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items, desc=desc)])
     return [TAScore(**s) for s in stored]
 
 
