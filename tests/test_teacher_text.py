@@ -92,6 +92,7 @@ def test_stop_sequences_of_the_request_cut_too():
     ("Answer: (a) table\nA lamp stands on a table.", "A", "A lamp stands on a table."),  # stated first
     ("A: A lamp stands on a table. So the answer is (a).", "A", "A lamp stands on a table."),  # exemplar marker
     ("(B)", "B", None),  # a model that answers with the label alone
+    ("Tables hold lamps, so the answer (A, B, C, D, or E) is A.", "A", "Tables hold lamps."),
     ("A table holds it.\n\n**Final Answer:**\n(A) table", "A", "A table holds it."),
     ("table", "A", None),  # ... or the choice's text alone
 ])
@@ -130,6 +131,7 @@ def test_choices_the_text_merely_lists_are_no_answer():
     ("It is not true that they differ, so the answer is: not true.", "no"),
     ("Yes, it orbits... Thinking again, it does not. So the answer is no.", "no"),  # the conclusion wins
     ("No one has been there. Thus the answer is yes.", "yes"),
+    ("It orbits. Therefore, the answer (Yes or No) is No.", "no"),
 ])
 def test_yes_no_answers_stated_first_or_last(text, answer):
     assert SQA.read_teacher(text).answer == answer
@@ -145,6 +147,7 @@ def test_yes_no_hedge_and_an_opening_no_that_is_a_word():
     ("So $x = \\boxed{1,250}$", "1250"),
     ("She has 54 / 2 = 27 pens. The answer is 27.", "27"),
     ("He earns 3 * 35 = 105 dollars.", "105"),  # no statement: the last number (task.answer.fallback)
+    ("So 18 in all, 2 left.\nTherefore, the answer (arabic numerals) is 18.", "18"),  # zero-shot CoT's extraction
 ])
 def test_number_answers(text, answer):
     reading = GSM.read_teacher(text)

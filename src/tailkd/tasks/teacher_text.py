@@ -62,7 +62,7 @@ def cut_continuation(text: str, stops: Sequence[str] = (), answered_at: int | No
 
 _STATEMENT = re.compile(
     r"(?:\bthe\s+)?(?:\b(?:final|correct|best|right|most\s+likely|most\s+appropriate)\s+)?"
-    r"\b(?:answer|choice|option)(?:\s+(?:choice|option))?\s*"
+    r"\b(?:answer|choice|option)(?:\s+(?:choice|option))?(?:\s*\([^()\n]{1,40}\))?\s*"  # "(arabic numerals)"
     r"(?:\bis\b|\bwould\s+be\b|\bshould\s+be\b|\bwill\s+be\b|\bhas\s+to\s+be\b|[:=])\s*(?::\s*)?"
     r"([^\n]*)",
     re.IGNORECASE,
