@@ -40,6 +40,8 @@ def test_a_batch_collection_is_priced_at_half_and_cached(fake, api_key, tmp_path
     annotations = collector.collect(buying_order(data))
     assert len(annotations) == 25 and len(server.batches) == 3  # at most 10 requests a batch
     assert server.count == 0  # nothing went through the live endpoint
+    # batch lines carry the task's stop sequences as live requests do: a few-shot continuation is not paid
+    assert all(line["body"]["stop"] == list(data.task.teacher_stop) for b in server.batches.values() for line in b["input"])
     summary = collector.ledger.summary()
     assert summary["teacher_paid_usd"] == pytest.approx(summary["teacher_cost_usd"] / 2, abs=2e-6)  # 6-decimal sums
     assert all(a.meta.get("batch") for a in annotations)
