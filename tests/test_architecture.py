@@ -195,7 +195,6 @@ def test_layers_import_only_downwards():
     assert not upward, "imports against the layers " + " > ".join("/".join(g) for g in LAYERS) + " > base:\n" + "\n".join(upward)
 
 
-@pytest.mark.xfail(strict=True, reason="the verifier imports its types from signals.ta, which imports torch")
 def test_the_verifier_and_the_report_load_no_torch():
     """The arithmetic verifier is pure Python, and the report reads JSON: neither imports torch, through
     any chain of tailkd's module-level imports (their packages' ``__init__`` files aside, see above)."""

@@ -42,7 +42,8 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
     """One row per annotation of every run: its gold verdict, the new TA's scores and the run's own."""
     from tailkd.methods.annotate import default_cache_dir
     from tailkd.methods.pipeline import inference_precision, training_texts
-    from tailkd.signals.ta import Scored, build_ta
+    from tailkd.signals.assistant import Scored
+    from tailkd.signals.ta import build_ta
     from tailkd.tasks import load_task_data
 
     runs = []
@@ -62,7 +63,7 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
         own = {(r["id"], r.get("sample_index", 0)): (r.get("ta_teacher") or {}).get("confidence")
                for r in _jsonl(run / "signals.jsonl")}
         # under the run's autocast, as the run scored them: the same TA gives the run's own numbers
-        precision = inference_precision(OmegaConf.create(cfg), ta.model) if hasattr(ta, "model") else nullcontext()
+        precision = inference_precision(OmegaConf.create(cfg), ta.model) if ta.model is not None else nullcontext()
         with precision:
             scores = ta.score([Scored(examples[a["example_id"]], a["rationale"], a["answer"]) for a in annotations])
         for a, score in zip(annotations, scores):

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from tailkd import timing
 from tailkd.models import Student, generate_texts
 from tailkd.progress import batches
+from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
 from tailkd.signals.cache import SignalCache
 from tailkd.signals.self_consistency import Consistency, sample_texts, summarise
 from tailkd.signals.settings import SignalSettings
-from tailkd.signals.ta import Scored, TAScore
 from tailkd.tasks import Example, Task
 from tailkd.teachers import Annotation
 from tailkd.teachers.base import split_rationale
@@ -86,13 +86,12 @@ def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], d
         return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
 
 
-def ta_scores(ta, items: Sequence[Scored], cache: SignalCache, desc: str = "TA: scoring") -> list[TAScore]:
-    """The TA's scores of ``items``, keyed by the exact texts it reads (``ta.key``); ``desc`` names the
-    progress."""
-    model = getattr(ta, "model", None)
-    identity = {"ta": type(ta).__name__, "confidence": getattr(ta, "confidence", None),
-                "batch_size": getattr(ta, "batch_size", None),
-                "weights": cache.model_id(model.model) if model is not None else None}
+def ta_scores(ta: TeachingAssistant, items: Sequence[Scored], cache: SignalCache,
+              desc: str = "TA: scoring") -> list[TAScore]:
+    """The TA's scores of ``items``, keyed by its identity and the exact texts it reads (``ta.key``);
+    ``desc`` names the progress."""
+    identity = {"ta": type(ta).__name__, "confidence": ta.confidence, "batch_size": ta.batch_size,
+                "weights": cache.model_id(ta.model.model) if ta.model is not None else None}
     key = {**identity, "items": [ta.key(item) for item in items]}
     with timing.phase("ta"):
         stored = cache.fetch("ta_scores", key, lambda: [asdict(s) for s in ta.score(items, desc=desc)])
@@ -102,7 +101,7 @@ def ta_scores(ta, items: Sequence[Scored], cache: SignalCache, desc: str = "TA: 
 def measure_signals(
     settings: SignalSettings,
     student: Student,
-    ta,
+    ta: TeachingAssistant | None,
     task: Task,
     annotations: Sequence[Annotation],
     examples: Mapping[str, Example],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,26 +18,11 @@ import torch.nn.functional as F
 from tailkd.errors import ConfigError
 from tailkd.models import Student
 from tailkd.progress import batches
-from tailkd.tasks import Example, Task
+from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
+from tailkd.tasks import Task
 from tailkd.training.loss import IGNORE_INDEX
 
 CONFIDENCES = ("mean", "likelihood", "answer")
-
-
-@dataclass(frozen=True)
-class Scored:
-    """What the TA judged: a question and an output written for it."""
-
-    example: Example
-    rationale: str | None
-    answer: str | None
-
-
-@dataclass(frozen=True)
-class TAScore:
-    confidence: float
-    mean_logprob: float | None = None
-    answer_prob: float | None = None
 
 
 class LanguageModelTA:
@@ -185,7 +169,8 @@ class JudgeTA:
         return out
 
 
-def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = (), device: str | torch.device = "cpu"):
+def build_ta(cfg: dict, task: Task, cache_dir, tokenizer_texts: Sequence[str] = (),
+             device: str | torch.device = "cpu") -> TeachingAssistant:
     """``ta.kind``: ``lm`` (a causal or seq2seq model, configured like a student, placed on ``device``:
     the run's, scoring outputs by their likelihood), ``judge`` (the same, asked whether an output is
     right) or ``verifier`` (rule-based arithmetic)."""

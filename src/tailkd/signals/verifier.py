@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Sequence
 
-from tailkd.signals.ta import Scored, TAScore
+from tailkd.signals.assistant import Scored, TAScore
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?"
 _EQUATION = re.compile(rf"((?:{_NUM}\s*[-+*/x×·÷]\s*)+{_NUM})\s*=\s*({_NUM})")
@@ -62,6 +62,12 @@ def check_arithmetic(rationale: str, answer: str | None) -> tuple[int, int]:
 
 
 class ArithmeticVerifierTA:
+    """A :class:`~tailkd.signals.assistant.TeachingAssistant` of rules: no model, no batches."""
+
+    model = None
+    confidence = None
+    batch_size = None
+
     def key(self, item: Scored) -> tuple[str | None, str | None]:
         return item.rationale, item.answer
 

@@ -1,0 +1,49 @@
+"""What every teaching assistant is: what it judges (:class:`Scored`), what it answers
+(:class:`TAScore`), and the :class:`TeachingAssistant` protocol the signals use it through. Pure
+Python: the rule-based verifier needs no torch, the model TAs of :mod:`.ta` bring it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tailkd.tasks import Example
+
+if TYPE_CHECKING:
+    from tailkd.models import Student
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the TA judged: a question and an output written for it."""
+
+    example: Example
+    rationale: str | None
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class TAScore:
+    confidence: float
+    mean_logprob: float | None = None
+    answer_prob: float | None = None
+
+
+class TeachingAssistant(Protocol):
+    """A TA's identity, which keys its cached scores with the texts it read: ``model`` (the scoring
+    model, None for a rule), ``confidence`` (what its confidence reads) and ``batch_size`` (None where
+    scores do not depend on batching)."""
+
+    model: Student | None
+    confidence: str | None
+    batch_size: int | None
+
+    def key(self, item: Scored) -> Any:
+        """Everything the score of ``item`` depends on besides the TA's identity (the texts it reads), as
+        JSON: the signal cache's key."""
+        ...
+
+    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
+        """One score per item, in order; ``desc`` names the progress."""
+        ...
