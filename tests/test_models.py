@@ -75,3 +75,17 @@ def test_greedy_generation_runs_without_dropout_and_restores_the_mode():
     assert all(generate_texts(student, prompts, 12) == first for _ in range(3))
     student.model.eval()
     assert generate_texts(student, prompts, 12) == first
+
+
+def test_generation_syncs_the_ranks_only_under_several_processes(monkeypatch):
+    """Sharded weights need every rank in every forward pass: ``synced_gpus`` under a process group of
+    more than one process, and not otherwise (read from torch.distributed: models do not import training)."""
+    student = tiny_student("causal")
+    seen = []
+    monkeypatch.setattr(student.model, "generate", lambda **kwargs: seen.append(kwargs.get("synced_gpus")) or
+                        kwargs["input_ids"])
+    generate_texts(student, ["1 + 2 ="], 2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    generate_texts(student, ["1 + 2 ="], 2)
+    assert seen == [None, True]

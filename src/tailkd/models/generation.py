@@ -59,9 +59,7 @@ def generate_texts(
     )
     if do_sample:
         kwargs.update(temperature=temperature, top_p=1.0, top_k=0)
-    from tailkd.training.distributed import world  # here: tailkd.training imports this module
-
-    if world()[1] > 1:  # sharded weights (FSDP) need every rank in every forward pass, even one whose rows ended
+    if _world_size() > 1:  # sharded weights (FSDP) need every rank in every forward pass, even one whose rows ended
         kwargs["synced_gpus"] = True
     with eval_mode(model):
         output = model.generate(**encoded, **kwargs)
@@ -69,3 +67,10 @@ def generate_texts(
         output = output[:, encoded["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(output, skip_special_tokens=True)
     return [cut_at_stop(t, stop).strip() for t in texts]
+
+
+def _world_size() -> int:
+    """Processes in the initialised process group, else 1 (``tailkd.training.distributed.world``'s second
+    half: models sit below training and do not import it)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
