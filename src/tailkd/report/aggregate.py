@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailkd.report.runs import Run, find_baseline
+from tailkd.report.runs import Run, find_baseline, is_number
 
 SPEND = ("teacher_queries", "teacher_cost_usd", "teacher_paid_usd")
 BUDGET_KEYS = ("budget.max_queries", "budget.max_usd", "budget.max_tokens", "budget")
@@ -24,7 +24,7 @@ class Group:
     oracle: Group | None = None  # the reference that reads gold, at the same task, student, budget and teacher
 
     def values(self, key: str) -> list[float]:
-        return [float(r.results[key]) for r in self.runs if _is_number(r.results.get(key))]
+        return [float(r.results[key]) for r in self.runs if is_number(r.results.get(key))]
 
     def mean(self, key: str) -> float:
         values = self.values(key)
@@ -55,7 +55,7 @@ class Group:
             return []
         base = {str(r.seed): r.results.get(metric) for r in self.baseline.runs}
         return [float(r.results[metric]) - float(base[str(r.seed)]) for r in self.runs
-                if _is_number(r.results.get(metric)) and _is_number(base.get(str(r.seed)))]
+                if is_number(r.results.get(metric)) and is_number(base.get(str(r.seed)))]
 
     def headroom_share(self, metric: str, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float] | None:
         """(method - baseline) / (oracle - baseline), with a 95% percentile-bootstrap interval over the seeds
@@ -64,7 +64,7 @@ class Group:
         if self.oracle is None or self.baseline is None or self.baseline is self:
             return None
         def by_seed(group: Group) -> dict[str, float]:
-            return {str(r.seed): float(r.results[metric]) for r in group.runs if _is_number(r.results.get(metric))}
+            return {str(r.seed): float(r.results[metric]) for r in group.runs if is_number(r.results.get(metric))}
         here, base, best = by_seed(self), by_seed(self.baseline), by_seed(self.oracle)
         seeds = sorted(set(here) & set(base) & set(best))
         gains = [(here[s] - base[s], best[s] - base[s]) for s in seeds]
@@ -87,7 +87,7 @@ class Group:
         """The budget this group was given, for the x axis: the swept budget key, else queries spent."""
         for key in BUDGET_KEYS:
             value = self.setting.get(key)
-            if value not in (None, "", "null") and _is_number(value):
+            if value not in (None, "", "null") and is_number(value):
                 return float(value)
         return self.mean("teacher_queries")
 
@@ -155,13 +155,4 @@ def _column_order(key: str) -> tuple:
 
 
 def _sortable(value: str) -> tuple:
-    return (0, float(value), "") if _is_number(value) else (1, 0.0, str(value))
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or value is None:
-        return False
-    try:
-        return not math.isnan(float(value))
-    except (TypeError, ValueError):
-        return False
+    return (0, float(value), "") if is_number(value) else (1, 0.0, str(value))

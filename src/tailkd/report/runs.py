@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,17 +70,25 @@ def find_runs(folders: list[Path], metric: str = "test_accuracy") -> tuple[list[
 def _read(path: Path, metric: str) -> tuple[dict[str, Any], str | None]:
     """A results.json and, if it is no finished run with a number for ``metric``, why it is skipped (a
     run that reports ``"n/a"`` is not one more seed)."""
-    from tailkd.report.aggregate import _is_number  # aggregate imports this module
-
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:  # not JSON, or not UTF-8 text
         return {}, f"unreadable: {err}"
     if not isinstance(results, dict) or metric not in results:
         return {}, f"no {metric!r} (a tailkd-collect run or an unfinished one)"
-    if not _is_number(results[metric]):
+    if not is_number(results[metric]):
         return {}, f"{metric!r} is {json.dumps(results[metric])}, not a number"
     return results, None
+
+
+def is_number(value: Any) -> bool:
+    """A number, or text that reads as one, and not NaN (``"n/a"``, None and booleans are none)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:

@@ -11,7 +11,6 @@ from typing import Any
 from tailkd.report.aggregate import (
     SPEND,
     Group,
-    _is_number,
     bootstrap_ci,
     constant_settings,
     group_runs,
@@ -19,7 +18,7 @@ from tailkd.report.aggregate import (
     varying_keys,
 )
 from tailkd.report.pooled import pooled_aurocs, pooled_test_answers, sign_test
-from tailkd.report.runs import Run, Skipped, is_baseline
+from tailkd.report.runs import Run, Skipped, is_baseline, is_number
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
 WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weight on right teacher answers
@@ -199,7 +198,7 @@ def _per_question(group: Group) -> str:
 def _bought_and_weighted(group: Group) -> str:
     """Both means over the same runs (those that recorded both: older runs have no weighted share)."""
     pairs = [(r.results["teacher_annotation_accuracy"], r.results[WEIGHTED]) for r in group.runs
-             if _is_number(r.results.get("teacher_annotation_accuracy")) and _is_number(r.results.get(WEIGHTED))]
+             if is_number(r.results.get("teacher_annotation_accuracy")) and is_number(r.results.get(WEIGHTED))]
     if not pairs:
         return "–"
     return f"{statistics.fmean(b for b, _ in pairs):.3f} → {statistics.fmean(w for _, w in pairs):.3f}"
