@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion
+from tailkd.teachers.claims import claim_held
 
 CACHE_FILE = "teacher_cache.sqlite"  # in the cache folder
 
@@ -106,22 +107,6 @@ def open_cache(cache_dir: Path | None, url: str | None = None, *, host: str | No
 
         return PostgresCompletionCache(url, host=host)
     return CompletionCache(Path(cache_dir) / CACHE_FILE, mounts=mounts)
-
-
-def claim_held(host: str, pid: int, expires: float, now: float, my_host: str) -> bool:
-    """Whether another process's claim still holds: a live process on this machine keeps its claim
-    however long it takes; another machine's holds until its lease (renewed before every attempt) ends."""
-    return _alive(pid) if host == my_host else expires > now
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 class CompletionCache:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion
-from tailkd.teachers.cache import claim_held
+from tailkd.teachers.claims import claim_held
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS tailkd_completions (
