@@ -25,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.openai_wire import completion_from, message_content
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,14 @@ FINAL = ("completed", "expired", "failed", "cancelled")
 
 
 class BatchRunner:
-    def __init__(self, backend, settings: Mapping[str, Any], sleep: Callable[[float], None] = time.sleep):
-        self.backend = backend
+    """Batch jobs of chat-completion requests: ``body`` makes a request's body (the backend's
+    :class:`~tailkd.teachers.backends.openai_wire.ChatFormat`); ``backend`` and ``identity`` key the
+    requests in the teacher cache (their ``custom_id``), as the collector keys them; ``model`` names the
+    teacher where a response does not."""
+
+    def __init__(self, settings: Mapping[str, Any], *, body: Callable[[TeacherRequest], dict[str, Any]],
+                 backend: str, identity: str, model: str, sleep: Callable[[float], None] = time.sleep):
+        self.body, self.backend, self.identity, self.model = body, backend, identity, model
         self.poll_s = float(settings.get("poll_s", 30.0))
         self.max_wait_s = float(settings.get("max_wait_s", 24 * 3600.0))
         self.sleep = sleep
@@ -44,11 +51,11 @@ class BatchRunner:
     def attach(self, cache, price, progress: bool = True) -> None:
         self.cache, self.price, self.progress = cache, price, progress
 
-    def complete(self, requests: Sequence[TeacherRequest], key: str) -> list[Completion | TeacherCallError]:
+    def complete(self, requests: Sequence[TeacherRequest], client) -> list[Completion | TeacherCallError]:
+        """One batch job of ``requests`` through ``client`` (an ``openai.OpenAI``)."""
         if self.cache is None:
             raise RuntimeError("teacher.mode=batch needs the teacher cache: the collector attaches it")
-        client = self.backend._client(key)
-        keys = [r.cache_key(self.backend.name, self.backend.identity) for r in requests]
+        keys = [r.cache_key(self.backend, self.identity) for r in requests]
         by_key = dict(zip(keys, requests))
         results: dict[str, Completion | TeacherCallError] = {}
         for digest, batch_id, job_keys in self.cache.batch_jobs(keys):  # submitted before: a restart
@@ -70,7 +77,7 @@ class BatchRunner:
         digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
         self.cache.record_batch_job(digest, keys)  # before anything can be paid
         lines = "".join(json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions",
-                                    "body": self.backend.request_body(by_key[k])}) + "\n" for k in keys)
+                                    "body": self.body(by_key[k])}) + "\n" for k in keys)
         try:
             uploaded = client.files.create(file=("tailkd-batch.jsonl", lines.encode()), purpose="batch")
             batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
@@ -128,8 +135,6 @@ class BatchRunner:
         return out
 
     def _read(self, client, batch, by_key: Mapping[str, TeacherRequest]) -> dict:
-        from tailkd.teachers.backends.openai_chat import completion_from
-
         out: dict[str, Completion | TeacherCallError] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
@@ -140,15 +145,15 @@ class BatchRunner:
                 row = json.loads(line)
                 key, response = row.get("custom_id"), row.get("response") or {}
                 body = response.get("body") or {}
-                text = _content(body)
+                text = message_content(body)
                 if response.get("status_code") == 200 and text:
                     request = by_key.get(key)
-                    completion = completion_from(body, request or _Stub(), text, self.backend.model)
+                    completion = completion_from(body, request or _Stub(), text, self.model)
                     completion.meta["batch"] = True
                     if request is not None:
                         out[key] = completion
                     else:  # paid for by an earlier call that did not live to read it: keep it
-                        self.cache.put(key, self.backend.name, completion,
+                        self.cache.put(key, self.backend, completion,
                                        self.price.cost(completion.input_tokens, completion.output_tokens))
                 else:
                     error = row.get("error") or body.get("error") or {}
@@ -160,14 +165,6 @@ class BatchRunner:
             out.setdefault(key, TeacherCallError(f"batch {batch.id} ended {status} without this request",
                                                  retryable=status != "failed"))
         return {k: v for k, v in out.items() if k in by_key}
-
-
-def _content(body: Mapping[str, Any]) -> str | None:
-    try:
-        text = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return text if isinstance(text, str) and text.strip() else None
 
 
 class _Stub:

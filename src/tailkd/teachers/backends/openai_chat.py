@@ -7,24 +7,19 @@ stored in the config, logged, or left in an error message.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.openai_wire import TOKEN_PARAMS, ChatFormat, completion_from
 from tailkd.teachers.base import approx_tokens
 from tailkd.teachers.ratelimit import RateLimiter, retry_after
 from tailkd.teachers.settings import check_teacher_cfg
 
 _RETRYABLE_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}  # bad key, no access, unknown model: every other request fails too
-
-
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
-MAX_STOP_SEQUENCES = 4  # what OpenAI's chat completions accept
 
 
 def _retry_after(response: Any) -> float | None:
@@ -54,24 +49,25 @@ class OpenAIBackend:
         self.mode = str(cfg.get("mode") or "live")
         if self.mode not in ("live", "batch"):
             raise ConfigError(f"teacher.mode={self.mode!r} is unknown; choose live or batch")
+        # reasoning models (o-series, DeepSeek-R1-style servers): their own output limit, no sampling knobs
+        token_param = str(cfg.get("token_limit_param") or "max_tokens")
+        if token_param not in TOKEN_PARAMS:
+            raise ConfigError(f"teacher.token_limit_param={token_param!r}: choose one of {list(TOKEN_PARAMS)}")
+        self.format = ChatFormat(self.model, token_param, send_temperature=bool(cfg.get("send_temperature", True)),
+                                 send_stop=bool(cfg.get("send_stop", True)),  # false for models that refuse stop (o-series)
+                                 reasoning_effort=cfg.get("reasoning_effort"))
         self.batch = None
         if self.mode == "batch":
             from tailkd.teachers.backends.openai_batch import BatchRunner
 
             settings = dict(cfg.get("batch") or {})
-            self.batch = BatchRunner(self, settings)
+            self.batch = BatchRunner(settings, body=self.format.body, backend=self.name, identity=self.identity,
+                                     model=self.model)
             # one call of complete() is one batch job; several jobs may wait at once
             self.batch_size = int(settings.get("max_requests_per_batch", 1000))
             self.max_concurrency = int(settings.get("max_in_flight", 4))
             if self.batch_size < 1 or self.max_concurrency < 1:
                 raise ConfigError("teacher.batch.max_requests_per_batch and max_in_flight must be >= 1")
-        # reasoning models (o-series, DeepSeek-R1-style servers): their own output limit, no sampling knobs
-        self.token_param = str(cfg.get("token_limit_param") or "max_tokens")
-        if self.token_param not in TOKEN_PARAMS:
-            raise ConfigError(f"teacher.token_limit_param={self.token_param!r}: choose one of {list(TOKEN_PARAMS)}")
-        self.send_temperature = bool(cfg.get("send_temperature", True))
-        self.send_stop = bool(cfg.get("send_stop", True))  # false for models that refuse stop (o-series)
-        self.reasoning_effort = cfg.get("reasoning_effort")
         self.limiter = RateLimiter(cfg.get("max_requests_per_minute"), cfg.get("max_tokens_per_minute"),
                                    window_s=float(cfg.get("rate_limit_window_s") or 60.0),
                                    in_flight=self.max_concurrency)
@@ -111,29 +107,13 @@ class OpenAIBackend:
         if self.batch is not None:
             self.batch.attach(cache, price, progress)
 
-    def request_body(self, request: TeacherRequest) -> dict[str, Any]:
-        """The chat-completions request body (as sent live, and as a batch file's line holds it)."""
-        body: dict[str, Any] = {"model": self.model, "messages": request.chat()}
-        sampling = ("temperature", "top_p") if self.send_temperature else ()
-        for name in (*sampling, "seed"):
-            if request.param(name) is not None:
-                body[name] = request.param(name)
-        if self.send_stop and request.param("stop"):
-            # the chat API takes at most four; the collector cuts at every one of them after the answer
-            body["stop"] = list(request.param("stop"))[:MAX_STOP_SEQUENCES]
-        if request.param("max_tokens") is not None:  # the limit the budget reserved, reasoning tokens included
-            body[self.token_param] = request.param("max_tokens")
-        if self.reasoning_effort:
-            body["reasoning_effort"] = self.reasoning_effort
-        return body
-
     def complete(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
         if self.batch is not None:
             key = os.environ.get(self.api_key_env)
             if not key:
                 return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
                         ] * len(requests)
-            return [_scrubbed(r, key) for r in self.batch.complete(requests, key)]
+            return [_scrubbed(r, key) for r in self.batch.complete(requests, self._client(key))]
         if self.samples_per_request and len(requests) > 1:
             return self._grouped(requests)
         return [self._one(r) for r in requests]
@@ -167,7 +147,7 @@ class OpenAIBackend:
         key = os.environ.get(self.api_key_env)
         if not key:
             return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)]
-        response = self._create(key, {**self.request_body(request), "n": n}, request, n)
+        response = self._create(key, {**self.format.body(request), "n": n}, request, n)
         if isinstance(response, TeacherCallError):
             return [response]
         choices = list(getattr(response, "choices", None) or [])
@@ -195,7 +175,7 @@ class OpenAIBackend:
         key = os.environ.get(self.api_key_env)
         if not key:
             return TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)
-        response = self._create(key, self.request_body(request), request, 1)
+        response = self._create(key, self.format.body(request), request, 1)
         if isinstance(response, TeacherCallError):
             return response
         return self._parse(response, request, key)
@@ -267,43 +247,3 @@ def _scrubbed(result, key: str):
 
 def _scrub(message: str, key: str) -> str:
     return message.replace(key, "***") if key else message
-
-
-def completion_from(response: Any, request: TeacherRequest, text: str, model: str) -> Completion:
-    """A :class:`Completion` from a chat completion (an SDK object, or the dict a batch file holds):
-    the usage's token counts (``completion_tokens`` includes a reasoning model's reasoning tokens, so
-    they are priced), its cached prompt tokens (billed at their own rate), and a reasoning model's
-    reasoning: ``reasoning_content`` (vLLM's reasoning parsers, DeepSeek), ``reasoning``, or a
-    ``<think>`` block at the start of the content, which is taken out of the answer text."""
-    usage = _get(response, "usage")
-    message = _get(_first(_get(response, "choices")), "message")
-    reasoning = _get(message, "reasoning_content") or _get(message, "reasoning")
-    think = _THINK.search(text)
-    if think:
-        reasoning = reasoning or think.group(1).strip()
-        text = (text[: think.start()] + text[think.end():]).strip()
-    input_tokens = _get(usage, "prompt_tokens") or approx_tokens(request.prompt)
-    output_tokens = _get(usage, "completion_tokens") or approx_tokens(text + (reasoning or ""))
-    meta: dict[str, Any] = {}
-    cached = _get(_get(usage, "prompt_tokens_details"), "cached_tokens") or 0
-    if cached:
-        meta["cached_input_tokens"] = int(cached)
-    reasoning_tokens = _get(_get(usage, "completion_tokens_details"), "reasoning_tokens") or 0
-    if reasoning_tokens:
-        meta["reasoning_tokens"] = int(reasoning_tokens)
-    if isinstance(reasoning, str) and reasoning.strip():
-        meta["reasoning"] = reasoning.strip()
-    return Completion(text, int(input_tokens), int(output_tokens), _get(response, "model") or model, meta)
-
-
-def _first(items: Any) -> Any:
-    try:
-        return items[0] if items else None
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
