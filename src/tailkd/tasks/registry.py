@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tailkd.config import TASK_NUMBERS, check_numbers
 from tailkd.errors import ConfigError
+from tailkd.settings import INT, OPTIONAL_POSITIVE_INT, POSITIVE_INT, check_numbers
 from tailkd.tasks.sources import read_rows
 from tailkd.tasks.task import Example, Task
+
+TASK_NUMBERS = {"max_new_tokens": POSITIVE_INT, "train_size": OPTIONAL_POSITIVE_INT,
+                "test_size": OPTIONAL_POSITIVE_INT, "data_seed": INT}
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tailkd.config import INT, OPTIONAL_POSITIVE_INT, POSITIVE, POSITIVE_INT, Num, check_numbers
+from tailkd.settings import INT, OPTIONAL_POSITIVE_INT, POSITIVE, POSITIVE_INT, Num, check_numbers
 
 OPTIONAL_POSITIVE = Num(low=0, open_low=True, null=True)
 NON_NEGATIVE = Num(low=0)
