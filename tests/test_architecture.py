@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # every layer may use, which import only each other.
 LAYERS = [("cli",), ("config",), ("methods",), ("signals",), ("teachers", "training"), ("tasks",), ("models",),
           ("report",)]
-BASE = ("tailkd", "errors", "settings", "jsonl", "progress", "timing", "console", "provenance")
+BASE = ("tailkd", "errors", "settings", "stats", "jsonl", "progress", "timing", "console", "provenance")
 
 
 @dataclass(frozen=True)
@@ -194,5 +194,5 @@ def test_layers_import_only_downwards():
 def test_the_verifier_and_the_report_load_no_torch():
     """The arithmetic verifier is pure Python, and the report reads JSON: neither imports torch, through
     any chain of tailkd's module-level imports (their packages' ``__init__`` files aside, see above)."""
-    for name in ("tailkd.signals.verifier", "tailkd.report", "tailkd.report.write", "tailkd.jsonl"):
+    for name in ("tailkd.signals.verifier", "tailkd.report", "tailkd.report.write", "tailkd.stats", "tailkd.jsonl"):
         assert "torch" not in _loaded_at_import(name), name

@@ -239,7 +239,8 @@ def test_signal_aurocs_pooled_over_seeds_with_a_bootstrap_interval(tmp_path):
     """The report pools every seed's signals.jsonl: ta_teacher ranks every right answer first (1.0, an
     interval of one point), self_consistency is the reverse of right (0.0); the pooled AUROC equals the
     Mann-Whitney count over all annotations, not the mean of the per-seed values."""
-    from tailkd.report.pooled import auroc, pooled_aurocs
+    from tailkd.report.pooled import pooled_aurocs
+    from tailkd.stats import auroc
 
     assert auroc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
     assert auroc([0.5, 0.5], [True, False]) == 0.5 and auroc([1.0], [True]) is None
@@ -308,7 +309,7 @@ def test_per_question_comparison_pools_the_seeds_test_answers_with_a_sign_test(t
             if (method, seed) != ("tail", 2):  # a run without predictions: its seed is left out
                 (folder / "predictions.jsonl").write_text("".join(
                     json.dumps({"id": q, "correct": q in got}) + "\n" for q in ("q1", "q2", "q3", "q4")))
-    from tailkd.report.pooled import sign_test
+    from tailkd.stats import sign_test
 
     assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(0, 0) == 1.0
     assert sign_test(10, 0) == pytest.approx(2 / 1024)

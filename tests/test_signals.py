@@ -7,11 +7,12 @@ import torch
 
 from tailkd.errors import ConfigError
 from tailkd.signals import Decoding, Measured, SignalCache, SignalSettings, measure_signals, weigh
-from tailkd.signals.combine import auroc, combine, normalise
+from tailkd.signals.combine import combine, normalise
 from tailkd.signals.self_consistency import self_consistency, summarise
 from tailkd.signals.ta import LanguageModelTA, Scored, TAScore
 from tailkd.signals.verifier import ArithmeticVerifierTA, check_arithmetic
 from tailkd.signals.weigh import drop_lowest
+from tailkd.stats import auroc
 from tailkd.tasks import Example
 from tailkd.training import Encoder
 from tailkd.training.loss import per_example_token_loss

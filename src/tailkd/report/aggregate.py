@@ -4,13 +4,13 @@ metric, relative improvement over ``finetune`` at the same task, student, budget
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tailkd.report.runs import Run, find_baseline, is_number
+from tailkd.stats import bootstrap
 
 SPEND = ("teacher_queries", "teacher_cost_usd", "teacher_paid_usd")
 BUDGET_KEYS = ("budget.max_queries", "budget.max_usd", "budget.max_tokens", "budget")
@@ -71,11 +71,7 @@ class Group:
         share = _ratio_of_means(gains)
         if share is None:
             return None
-        rng = random.Random(seed)
-        draws = sorted(r for _ in range(resamples) if (r := _ratio_of_means(rng.choices(gains, k=len(gains)))) is not None)
-        if not draws:
-            return share, math.nan, math.nan
-        return share, draws[int(0.025 * len(draws))], draws[min(len(draws) - 1, int(math.ceil(0.975 * len(draws))) - 1)]
+        return share, *bootstrap(_ratio_of_means, gains, resamples=resamples, seed=seed)  # seeds resampled together
 
     def commits(self) -> list[str]:
         """The source commits the runs came from (short, ``+dirty`` for uncommitted changes)."""
@@ -104,14 +100,7 @@ def bootstrap_ci(values: list[float], level: float = 0.95, resamples: int = 10_0
     """Percentile bootstrap interval of the mean of ``values`` (seeded: the same report every time).
     With 3 paired seeds there are only 10 distinct resamples: the interval is a rough guide, and a
     zero-width one means every seed agreed, not certainty."""
-    if not values:
-        return math.nan, math.nan
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
-    low = means[int(math.floor((1 - level) / 2 * resamples))]
-    high = means[min(resamples - 1, int(math.ceil((1 + level) / 2 * resamples)) - 1)]
-    return low, high
+    return bootstrap(statistics.fmean, values, resamples=resamples, seed=seed, level=level)
 
 
 def group_runs(runs: Iterable[Run], baseline: str = "finetune", oracle: str | None = "finetune_oracle") -> list[Group]:

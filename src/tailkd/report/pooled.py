@@ -8,11 +8,10 @@ per-seed AUROCs in results.json use them."""
 from __future__ import annotations
 
 import json
-import math
-import random
 from pathlib import Path
 
 from tailkd.report.aggregate import Group
+from tailkd.stats import auroc, percentile_interval, resampled_indices
 
 SIGNALS = ("self_consistency", "ta_student", "ta_teacher")
 
@@ -24,8 +23,7 @@ def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[st
     labels = [bool(row["teacher_correct"]) for row in rows]
     columns = {name: [(row.get(name) or {}).get("value") for row in rows] for name in SIGNALS}
     columns["weight"] = [row.get("score") for row in rows]
-    rng = random.Random(seed)
-    draws = [[rng.randrange(len(rows)) for _ in rows] for _ in range(resamples)] if rows else []
+    draws = list(resampled_indices(len(rows), resamples, seed)) if rows else []
     out = {}
     for name, values in columns.items():
         if any(v is None for v in values) or not values:
@@ -33,7 +31,7 @@ def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[st
         point = auroc(values, labels)
         if point is None:
             continue
-        low, high = _percentiles(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws)
+        low, high = percentile_interval(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws)
         out[name] = (point, low, high, len(values))
     return out
 
@@ -44,9 +42,8 @@ def auroc_with_interval(values: list[float], labels: list[bool], resamples: int 
     point = auroc(values, labels)
     if point is None:
         return None
-    rng = random.Random(seed)
-    draws = ([rng.randrange(len(values)) for _ in values] for _ in range(resamples))
-    return (point, *_percentiles(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws))
+    draws = resampled_indices(len(values), resamples, seed)
+    return (point, *percentile_interval(auroc([values[i] for i in d], [labels[i] for i in d]) for d in draws))
 
 
 def paired_auroc_difference(first: list[float], second: list[float], labels: list[bool], resamples: int = 1000,
@@ -56,42 +53,12 @@ def paired_auroc_difference(first: list[float], second: list[float], labels: lis
     a, b = auroc(first, labels), auroc(second, labels)
     if a is None or b is None:
         return None
-    rng = random.Random(seed)
     diffs = []
-    for _ in range(resamples):
-        d = [rng.randrange(len(labels)) for _ in labels]
+    for d in resampled_indices(len(labels), resamples, seed):
         y = [labels[i] for i in d]
         x, z = auroc([first[i] for i in d], y), auroc([second[i] for i in d], y)
         diffs.append(None if x is None or z is None else x - z)
-    return (a - b, *_percentiles(diffs))
-
-
-def _percentiles(values) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles, as aggregate.bootstrap_ci takes them (a draw that has only
-    right or only wrong items has no AUROC and is left out)."""
-    ordered = sorted(v for v in values if v is not None)
-    return ordered[int(math.floor(0.025 * len(ordered)))], ordered[min(len(ordered) - 1, int(math.ceil(0.975 * len(ordered))) - 1)]
-
-
-def auroc(scores: list[float], positives: list[bool]) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half); Mann-Whitney
-    with average ranks. (tailkd.signals has the same; importing it would load torch into the report.)"""
-    n_pos = sum(positives)
-    n_neg = len(positives) - n_pos
-    if not n_pos or not n_neg:
-        return None
-    order = sorted(range(len(scores)), key=scores.__getitem__)
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, p in zip(ranks, positives) if p)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return (a - b, *percentile_interval(diffs))
 
 
 def pooled_test_answers(group: Group) -> tuple[int, int, int] | None:
@@ -110,15 +77,6 @@ def pooled_test_answers(group: Group) -> tuple[int, int, int] | None:
             only_here += mine[question] and not theirs[question]
             only_base += theirs[question] and not mine[question]
     return (only_here, only_base, compared) if compared else None
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Exact two-sided sign test on the discordant pairs (McNemar's exact test): ties carry no evidence."""
-    n = wins + losses
-    if not n:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def _test_answers(run_dir: Path) -> dict[str, bool]:

@@ -17,8 +17,9 @@ from tailkd.report.aggregate import (
     label,
     varying_keys,
 )
-from tailkd.report.pooled import pooled_aurocs, pooled_test_answers, sign_test
+from tailkd.report.pooled import pooled_aurocs, pooled_test_answers
 from tailkd.report.runs import Run, Skipped, is_baseline, is_number
+from tailkd.stats import sign_test
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
 WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weight on right teacher answers

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from tailkd.errors import ConfigError
+from tailkd.stats import average_ranks
 
 NORMALISERS = ("rank", "minmax", "softmax", "none")
 COMBINERS = ("product", "mean")
@@ -27,17 +28,7 @@ def normalise(values: Sequence[float], method: str, temperature: float = 1.0) ->
     if method == "none":
         return list(values)
     if method == "rank":
-        order = sorted(range(n), key=lambda i: values[i])
-        ranks = [0.0] * n
-        i = 0
-        while i < n:  # ties share their average rank
-            j = i
-            while j + 1 < n and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                ranks[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return [r / n for r in ranks]
+        return [r / n for r in average_ranks(values)]  # ties share their average rank
     if method == "minmax":
         low, high = min(values), max(values)
         return [1.0] * n if high == low else [(v - low) / (high - low) for v in values]
@@ -67,14 +58,3 @@ def combine(columns: Mapping[str, Sequence[float]], method: str, weights: Mappin
         return [sum(weights.get(name, 1.0) * columns[name][i] for name in names) / total for i in range(n)]
     raise ConfigError(f"signals.combine={method!r} is unknown; choose one of {list(COMBINERS)}")
 
-
-def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos = [s for s, p in zip(scores, positives) if p]
-    neg = [s for s, p in zip(scores, positives) if not p]
-    if not pos or not neg:
-        return None
-    ranks = normalise(list(pos) + list(neg), "rank")
-    n = len(ranks)
-    rank_sum = sum(r * n for r in ranks[: len(pos)])
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tailkd.signals.combine import auroc, combine, normalise
+from tailkd.signals.combine import combine, normalise
 from tailkd.signals.measure import Measured
 from tailkd.signals.settings import SIGNALS, SignalSettings
+from tailkd.stats import auroc
 
 
 @dataclass(frozen=True)
