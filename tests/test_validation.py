@@ -144,6 +144,19 @@ def test_a_data_file_with_a_byte_that_is_not_utf8_names_file_and_line(tmp_path):
         list(read_objects(path))
 
 
+def test_json_lines_from_a_file_or_from_text_are_read_alike(tmp_path):
+    from tailkd.jsonl import parse_objects, read_rows
+
+    path = tmp_path / "signals.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n')
+    assert read_rows(path) == [{"a": 1}, {"a": 2}] and read_rows(tmp_path / "none.jsonl", missing_ok=True) == []
+    text = '\ufeff{"a": 1}\n\n{"a": 2}'
+    assert [(row, where) for row, where, _ in parse_objects(text.splitlines(), "batch file f")] == [
+        ({"a": 1}, "batch file f line 1"), ({"a": 2}, "batch file f line 3")]
+    with pytest.raises(DataError, match="batch file f line 2: expected a JSON object, got list"):
+        list(parse_objects(['{"a": 1}', "[1]"], "batch file f"))
+
+
 def test_a_recorded_file_for_other_questions_is_a_data_error_naming_it(tmp_path):
     from tailkd.methods.finetune import Finetune
 

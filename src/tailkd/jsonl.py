@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +15,35 @@ def read_objects(path: Path) -> Iterator[tuple[dict[str, Any], str, int]]:
     not UTF-8 text or not a JSON object. ``where`` reads "FILE line N", for the caller's own messages
     about the row."""
     with Path(path).open("rb") as handle:  # decoded line by line: a bad byte is named with its line
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path} line {number}"
+        yield from parse_objects(handle, str(path))
+
+
+def read_rows(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every row of a JSON Lines file, read as :func:`read_objects` reads it; ``missing_ok``: none for a
+    file that is not there (a run that wrote no signals.jsonl)."""
+    if missing_ok and not Path(path).exists():
+        return []
+    return [row for row, _, _ in read_objects(path)]
+
+
+def parse_objects(lines: Iterable[bytes | str], name: str) -> Iterator[tuple[dict[str, Any], str, int]]:
+    """:func:`read_objects` for lines from elsewhere (bytes, or text already decoded), ``name`` naming
+    their source in errors ("NAME line N")."""
+    for number, raw in enumerate(lines, start=1):
+        where = f"{name} line {number}"
+        if isinstance(raw, bytes):
             line = _decode(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw, where)
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row, where, number
+        else:
+            line = raw.removeprefix("\ufeff") if number == 1 else raw
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield row, where, number
 
 
 def _decode(raw: bytes, where: str) -> str:

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tailkd.config import config_dir
 from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
-from tailkd.report.pooled import read_jsonl as _jsonl
+from tailkd.jsonl import read_rows
 
 log = logging.getLogger("tailkd")
 
@@ -59,9 +59,9 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
     ta = build_ta(ta_cfg, data.task, cache_dir or default_cache_dir(), training_texts(data), device=device)
     rows = []
     for run, cfg in runs:
-        annotations = [a for a in _jsonl(run / "annotations.jsonl") if a["example_id"] in examples]
+        annotations = [a for a in read_rows(run / "annotations.jsonl") if a["example_id"] in examples]
         own = {(r["id"], r.get("sample_index", 0)): (r.get("ta_teacher") or {}).get("confidence")
-               for r in _jsonl(run / "signals.jsonl")}
+               for r in read_rows(run / "signals.jsonl", missing_ok=True)}
         # under the run's autocast, as the run scored them: the same TA gives the run's own numbers
         precision = inference_precision(OmegaConf.create(cfg), ta.model) if ta.model is not None else nullcontext()
         with precision:

@@ -7,9 +7,9 @@ per-seed AUROCs in results.json use them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tailkd.jsonl import read_rows
 from tailkd.report.aggregate import Group
 from tailkd.stats import auroc, percentile_interval, resampled_indices
 
@@ -19,7 +19,7 @@ SIGNALS = ("self_consistency", "ta_student", "ta_teacher")
 def pooled_aurocs(group: Group, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float, int]]:
     """{signal or "weight": (AUROC, CI low, CI high, annotations)} over the group's signals.jsonl rows
     with a known teacher answer; a signal no row has, or rows all right or all wrong, is left out."""
-    rows = [row for run in group.runs for row in read_jsonl(run.path / "signals.jsonl") if row.get("teacher_correct") is not None]
+    rows = [row for run in group.runs for row in read_rows(run.path / "signals.jsonl", missing_ok=True) if row.get("teacher_correct") is not None]
     labels = [bool(row["teacher_correct"]) for row in rows]
     columns = {name: [(row.get(name) or {}).get("value") for row in rows] for name in SIGNALS}
     columns["weight"] = [row.get("score") for row in rows]
@@ -80,11 +80,5 @@ def pooled_test_answers(group: Group) -> tuple[int, int, int] | None:
 
 
 def _test_answers(run_dir: Path) -> dict[str, bool]:
-    return {str(row["id"]): bool(row["correct"]) for row in read_jsonl(run_dir / "predictions.jsonl")
+    return {str(row["id"]): bool(row["correct"]) for row in read_rows(run_dir / "predictions.jsonl", missing_ok=True)
             if "id" in row and "correct" in row}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

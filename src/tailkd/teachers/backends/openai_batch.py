@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from tailkd.jsonl import parse_objects
 from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.backends.openai_wire import completion_from, message_content
 
@@ -139,10 +140,7 @@ class BatchRunner:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            for line in client.files.content(file_id).text.splitlines():
-                if not line.strip():
-                    continue
-                row = json.loads(line)
+            for row, _, _ in parse_objects(client.files.content(file_id).text.splitlines(), f"batch file {file_id}"):
                 key, response = row.get("custom_id"), row.get("response") or {}
                 body = response.get("body") or {}
                 text = message_content(body)
