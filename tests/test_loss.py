@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tailkd.training.loss import IGNORE_INDEX, normalise_weights, per_example_token_loss, weighted_mean
+from tailkd.training.loss import (
+    IGNORE_INDEX,
+    normalise_weights,
+    per_example_target_loss,
+    per_example_token_loss,
+    scored_positions,
+    weighted_mean,
+)
 
 
 def _batch(seed=0, batch=5, length=12, vocab=17):
@@ -77,3 +84,15 @@ def test_an_example_without_target_tokens_is_an_error():
     labels[0] = IGNORE_INDEX
     with pytest.raises(ValueError, match="max_length"):
         per_example_token_loss(logits, labels, shift=True)
+
+
+def test_loss_from_the_scored_positions_alone_is_the_token_loss():
+    # the training module computes logits only where the next token is a target (no prompt, no padding)
+    logits, labels = _batch()
+    scored = scored_positions(labels)
+    assert scored.sum() == (labels != IGNORE_INDEX).sum() and not scored[:, -1].any()
+    got = per_example_target_loss(logits[scored], labels, scored)
+    assert torch.allclose(got, per_example_token_loss(logits, labels, shift=True), atol=1e-6)
+    labels[0] = IGNORE_INDEX
+    with pytest.raises(ValueError, match="max_length"):
+        per_example_target_loss(logits[scored_positions(labels)], labels, scored_positions(labels))

@@ -1,12 +1,14 @@
 """The Lightning module and data module: tokenisation, weighted training, accumulation, generation."""
 
+from contextlib import nullcontext
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from tailkd.models import generate_texts
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
-from tailkd.training.loss import IGNORE_INDEX
+from tailkd.training.loss import IGNORE_INDEX, per_example_token_loss, weighted_mean
 
 from helpers import chain_task, records, tiny_student
 
@@ -189,3 +191,34 @@ def test_accumulation_with_a_partial_last_window_gives_the_same_adamw_updates():
         assert _max_diff(weights, reference) < 1e-4  # 1% of lr: Adam amplifies float noise in near-zero gradients
     other_grads, _ = _train_epoch_adamw(3, 2)  # other windows (6 then 4 examples): other gradients
     assert _relative_diff(other_grads[0], reference_grads[0]) > 1e-2
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_scoring_target_positions_only_keeps_the_weighted_loss_and_its_gradient(precision):
+    # the module's LM head reads target positions only and short CPU batches train with eager attention;
+    # the reference computes every position's logits with the model's own (sdpa) attention
+    student = tiny_student()
+    weights = [0.2, 1.0, 3.0, 0.5, 1.5, 0.0, 2.0, 1.0]
+    batch = Encoder(student.tokenizer, True, 128).collate_records(records(8, weights))
+    main, params = batch["main"], list(student.model.parameters())
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    head_rows, attention = [], []
+
+    def seen(module, args, out):
+        head_rows.append(args[0].shape[0])
+        attention.append(student.model.config._attn_implementation)
+
+    student.model.get_output_embeddings().register_forward_hook(seen)
+    with autocast:
+        logits = student.model(input_ids=main["input_ids"], attention_mask=main["attention_mask"]).logits
+        reference = per_example_token_loss(logits, main["labels"], shift=True)
+        losses = DistillModule(student, chain_task(), lr=1e-3).example_losses({"main": main})
+    targets = int((main["labels"] != IGNORE_INDEX).sum())
+    assert head_rows[-1] == targets < main["labels"].numel()  # prompts and padding skipped
+    assert attention == ["sdpa", "eager"] and student.model.config._attn_implementation == "sdpa"  # then as loaded
+    tolerance = 1e-5 if precision == "32-true" else 1e-2  # float32 rounding; bf16's 8-bit mantissa
+    assert torch.allclose(losses, reference, rtol=tolerance, atol=0)
+    expected = torch.autograd.grad(weighted_mean(reference, batch["weight"]), params)
+    got = torch.autograd.grad(weighted_mean(losses, batch["weight"]), params)
+    for e, g in zip(expected, got):
+        assert (g - e).norm() <= tolerance * e.norm() + 1e-9

@@ -39,6 +39,27 @@ def per_example_token_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bo
     return (token_loss * mask).sum(dim=1) / counts
 
 
+def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``[batch, length]`` bool: the positions whose logits a decoder-only loss reads (the next token is a
+    target). Prompt and padding positions are left out: their logits are most of the full-vocabulary work."""
+    scored = torch.zeros_like(labels, dtype=torch.bool)
+    scored[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return scored
+
+
+def per_example_target_loss(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """:func:`per_example_token_loss` (decoder-only) from the logits at the ``scored`` positions only,
+    ``[scored.sum(), vocab]`` in row-major order (as ``hidden[scored]`` selects them), shape ``[batch]``."""
+    counts = scored.sum(dim=1)
+    if (counts == 0).any():
+        raise ValueError("an example has no target tokens (truncated away?): raise student.max_length")
+    targets = labels[:, 1:][scored[:, :-1]]
+    token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
+    rows = torch.arange(len(counts), device=counts.device).repeat_interleave(counts)
+    sums = torch.zeros(len(counts), dtype=token_loss.dtype, device=token_loss.device).index_add(0, rows, token_loss)
+    return sums / counts
+
+
 def weighted_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (per_example * weights.to(per_example.dtype)).mean()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,12 @@ from tailkd.progress import Progress
 from tailkd.tasks import Task
 from tailkd.training.data import ExampleBatch
 from tailkd.training.distributed import gather_lists
-from tailkd.training.loss import per_example_token_loss, weighted_mean
+from tailkd.training.loss import (
+    per_example_target_loss,
+    per_example_token_loss,
+    scored_positions,
+    weighted_mean,
+)
 
 
 def rng_states() -> dict[str, Any]:
@@ -40,6 +46,52 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     name, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+@contextmanager
+def head_on(model: torch.nn.Module, scored: torch.Tensor):
+    """The decoder's output layer (the LM head) reads only the hidden states at ``scored`` ([batch, length]
+    bool) while in the block: the logits come out ``[scored.sum(), vocab]``. At the runs' shapes over half of
+    the positions are prompt or padding, and the head is the model's largest matmul and feeds a
+    full-vocabulary softmax. A pre-hook on the module, not ``logits_to_keep``, which takes a mask only in
+    recent transformers; what the model does after its head (soft-capping, scaling) is per logit."""
+    head = model.get_output_embeddings()
+
+    def select(module, args):
+        hidden = args[0]
+        if hidden.shape[:-1] != scored.shape:  # not this batch's hidden states: leave it alone
+            return None
+        return (hidden[scored], *args[1:])
+
+    handle = head.register_forward_pre_hook(select) if head is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+# On CPU, torch's scaled_dot_product_attention backward (its flash kernel) is 3-4x slower than eager attention's
+# up to a few hundred tokens: 14% of a SmolLM2-135M bf16 step at 8 x 56 tokens, 25% at 64 x 56; the two
+# are even near 256 tokens and sdpa wins beyond (bench/training_step.py, docs/results.md)
+EAGER_ATTENTION_MAX_LENGTH = 256
+
+
+@contextmanager
+def training_attention(model: torch.nn.Module, input_ids: torch.Tensor):
+    """Eager attention for a short CPU batch while in the block (the backward keeps what the forward chose);
+    the model's own choice otherwise and afterwards, so generation is untouched. transformers' models read
+    ``config._attn_implementation`` at each forward; a model that does not just keeps its attention."""
+    config = getattr(model, "config", None)
+    chosen = getattr(config, "_attn_implementation", None)
+    if chosen != "sdpa" or input_ids.device.type != "cpu" or input_ids.shape[-1] > EAGER_ATTENTION_MAX_LENGTH:
+        yield
+        return
+    config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        config._attn_implementation = chosen
 
 
 class DistillModule(pl.LightningModule):
@@ -83,10 +135,16 @@ class DistillModule(pl.LightningModule):
 
     def _token_loss(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in encoded.items() if k != "labels"}
+        labels = encoded["labels"]
         if not self.student.is_causal:
-            inputs["labels"] = encoded["labels"]  # the model builds decoder inputs from the labels
-        logits = self.model(**inputs).logits
-        return per_example_token_loss(logits, encoded["labels"], shift=self.student.is_causal)
+            inputs["labels"] = labels  # the model builds decoder inputs (and its own loss) from the labels
+            return per_example_token_loss(self.model(**inputs).logits, labels, shift=False)
+        scored = scored_positions(labels)
+        with head_on(self.model, scored), training_attention(self.model, inputs["input_ids"]):
+            logits = self.model(**inputs).logits
+        if logits.dim() == 3:  # a model whose logits do not come from its output embeddings module
+            logits = logits[scored]
+        return per_example_target_loss(logits, labels, scored)
 
     def on_fit_start(self) -> None:
         # from_pretrained returns models in eval mode and Lightning keeps submodule modes as found
