@@ -27,7 +27,7 @@ def _compose(overrides, name="train"):
 
 def test_every_config_file_is_covered():
     covered = {CONF / group / f"{name}.yaml" for group, name in _options()}
-    covered |= {CONF / "train.yaml", CONF / "collect.yaml", CONF / "eval.yaml"} | set((CONF / "hydra").glob("*.yaml"))
+    covered |= {CONF / "train.yaml", CONF / "collect.yaml", CONF / "eval.yaml", CONF / "export.yaml"} | set((CONF / "hydra").glob("*.yaml"))
     covered |= {CONF / "hydra" / "launcher" / f"{name}.yaml" for name in LAUNCHERS}
     assert set(CONF.rglob("*.yaml")) == covered
 
@@ -98,6 +98,13 @@ def test_eval_config_composes():
     assert resolved["model"] == "/some/run" and resolved["eval"]["maj_at_k"] == 4
     Task(resolved["task"])
     assert resolved["trainer"]["eval_batch_size"] >= 1
+
+
+def test_export_config_composes():
+    cfg = _compose(["out=/some/folder", "task=commonsense_qa"], name="export")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["out"] == "/some/folder" and resolved["task"]["name"] == "commonsense_qa"
+    Task(resolved["task"])
 
 
 def test_hydra_run_dirs_name_the_run():

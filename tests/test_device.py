@@ -29,8 +29,8 @@ def _spy(monkeypatch, seen):
         ("samples", device(student.model))) or sample(student, *a, **k))
     monkeypatch.setattr(measure, "generate_texts", lambda student, *a, **k: seen.append(
         ("greedy", device(student.model))) or greedy(student, *a, **k))
-    monkeypatch.setattr(LanguageModelTA, "score", lambda self, items: seen.append(
-        ("ta", device(self.model.model))) or score(self, items))
+    monkeypatch.setattr(LanguageModelTA, "score", lambda self, items, **k: seen.append(
+        ("ta", device(self.model.model))) or score(self, items, **k))
 
 
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
