@@ -152,6 +152,35 @@ def test_tail_smoke_writes_signals_and_records_the_warmup(tmp_path):
     assert "warmup/train/loss" in (tmp_path / "csv" / "metrics.csv").read_text()
 
 
+def test_unparsed_teacher_answers_are_left_out_before_signals_weigh_and_filter(tmp_path):
+    """A parse failure can never train: it must not be measured, take a place in the filter's quota or
+    shift the others' weights. signals.jsonl states the weight each annotation trains with."""
+    from hydra import compose, initialize_config_dir
+
+    from tailkd.config import config_dir
+    from tailkd.methods.annotate import load_data
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        data = load_data(compose("train", overrides=["experiment=smoke"]))
+    rows = [{"example_id": e.id, "text": "I cannot tell." if i % 4 == 0 else f"{e.rationale} The answer is {e.answer}."}
+            for i, e in enumerate(data.train)]
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = train(tmp_path / "run", "experiment=smoke", "method=tail", "signals=ta_teacher", "signals.use=filter",
+                 "logger=csv", "teacher=recorded", f"teacher.path={tmp_path / 'teacher.jsonl'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    parsed = [a for a in _jsonl(tmp_path / "run" / "annotations.jsonl") if not a["parse_failed"]]
+    n = len(parsed)
+    assert results["teacher_queries"] == 32 and 16 <= n < 32  # about every fourth question unanswered
+    signals = _jsonl(tmp_path / "run" / "signals.jsonl")
+    assert [(r["id"], r["sample_index"]) for r in signals] == [(a["example_id"], a["sample_index"]) for a in parsed]
+    dropped = round(0.2 * n)
+    assert results["signals_dropped"] == dropped and results["num_train_examples"] == n - dropped
+    weights = [r["weight"] for r in signals]  # mean 1 over what trains, 0 for what the filter dropped
+    assert weights.count(0.0) == dropped and sum(weights) == pytest.approx(n - dropped)
+    assert set(round(w, 9) for w in weights) == {0.0, 1.0}
+
+
 def _pairwise_auroc(scores, positives):
     """P(a right answer scores above a wrong one), ties half: counted pair by pair."""
     pos = [s for s, p in zip(scores, positives) if p]

@@ -6,12 +6,12 @@ import torch.nn.functional as F
 
 from tailkd.training.loss import (
     IGNORE_INDEX,
-    normalise_weights,
     per_example_target_loss,
     per_example_token_loss,
     scored_positions,
     weighted_mean,
 )
+from tailkd.training.records import normalise_weights
 
 
 def _batch(seed=0, batch=5, length=12, vocab=17):

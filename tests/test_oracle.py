@@ -11,11 +11,12 @@ import yaml
 from test_teacher_text import CQA, ROW
 
 from tailkd.cli.report import main as report_main
-from tailkd.methods.finetune import oracle_annotations, records_from_annotations
+from tailkd.methods.finetune import oracle_annotations
 from tailkd.report import find_runs, group_runs
 from tailkd.signals import SignalSettings, weigh
 from tailkd.signals.measure import Measured
 from tailkd.teachers.base import Annotation
+from tailkd.training.records import records_from_annotations, trainable
 
 GOLD = {"q0": "A", "q1": "B", "q2": "C"}
 
@@ -45,14 +46,12 @@ def test_the_oracle_signal_weighs_right_answers_one_and_wrong_ones_zero():
 
 
 def test_finetune_oracle_trains_on_the_right_answers_only():
-    annotations, weights = oracle_annotations(_annotations(), GOLD, "filter")
-    records = records_from_annotations(annotations, CQA, _questions(), weights=weights)
+    records = records_from_annotations(trainable(oracle_annotations(_annotations(), GOLD, "filter")), CQA, _questions())
     assert [r.id for r in records] == ["q0"]
 
 
 def test_finetune_gold_trains_every_question_on_its_gold_answer_with_the_teachers_rationale_where_right():
-    annotations, weights = oracle_annotations(_annotations(), GOLD, "gold")
-    records = records_from_annotations(annotations, CQA, _questions(), weights=weights)
+    records = records_from_annotations(trainable(oracle_annotations(_annotations(), GOLD, "gold")), CQA, _questions())
     targets = {r.id: r.target for r in records}
     assert set(targets) == {"q0", "q1", "q2"}  # the unparsed one too: gold needs no parse
     assert targets["q0"] == " A table holds it. The answer is (A)."

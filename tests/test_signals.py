@@ -273,7 +273,7 @@ def test_filter_drops_exactly_the_intended_share_whatever_the_ties():
 
 
 def test_each_sample_of_a_question_keeps_its_own_weight():
-    from tailkd.methods.finetune import records_from_annotations
+    from tailkd.training.records import records_from_annotations
 
     annotations = _annotations(samples=2)  # two answers per question, the second one wrong for some
     settings = SignalSettings.from_cfg({"ta_teacher": {"enabled": True}, "normalise": "none", "floor": 0.0})
@@ -283,7 +283,8 @@ def test_each_sample_of_a_question_keeps_its_own_weight():
     records = records_from_annotations(annotations, chain_task(), {e.id: e for e in EXAMPLES}, weights=weighed.weights)
     by_key = {(a.example_id, a.sample_index): r.weight for a, r in zip(annotations, records)}
     assert by_key[("e0", 0)] != by_key[("e0", 1)]  # e0's first answer is wrong, its second right
-    assert [r.weight for r in records] == pytest.approx([c / 0.9 for c in confidences])
+    mean = sum(c / 0.9 for c in confidences) / len(confidences)  # the raw weights, scaled to mean 1
+    assert [r.weight for r in records] == pytest.approx([c / 0.9 / mean for c in confidences])
 
 
 def test_judge_ta_reads_p_yes_against_p_no_from_one_forward_pass():

@@ -26,10 +26,10 @@ from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
-from tailkd.methods.finetune import records_from_annotations
 from tailkd.signals.explanations import SPLITS, VARIANTS, Explained, explain
 from tailkd.teachers import Budget
 from tailkd.teachers.drafting import render
+from tailkd.training.records import records_from_annotations, trainable
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Elad:
             P.write_jsonl(_round_dir(run_dir, r) / "selected.jsonl", self.selected_rows(new, explained))
             # 3. train, continuing from the last round
             train = new if self.train_on == "new" else annotations
-            records = records_from_annotations(train, data.task, examples)
+            records = records_from_annotations(trainable(train), data.task, examples)
             datamodule = P.make_datamodule(cfg, records, data, student)
             trainer, _ = P.make_trainer(cfg, run_dir, loggers)
             module.log_prefix = f"round{r}/"

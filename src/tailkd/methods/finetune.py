@@ -20,9 +20,8 @@ from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
-from tailkd.tasks import Task
 from tailkd.teachers import Annotation
-from tailkd.training import TrainRecord
+from tailkd.training.records import records_from_annotations, trainable
 
 log = logging.getLogger(__name__)
 
@@ -31,61 +30,15 @@ TARGETS = ("rationale", "answer")
 ORACLES = ("filter", "gold")
 
 
-def oracle_annotations(annotations: Sequence[Annotation], gold: Mapping[str, str], oracle: str
-                       ) -> tuple[list[Annotation], list[float]]:
-    """The annotations and weights an oracle trains with. ``filter``: weight 1 where the teacher's
-    answer is gold's, 0 elsewhere. ``gold``: every bought question with its gold answer, and the
-    teacher's rationale only where the teacher reached that answer (elsewhere the answer alone)."""
+def oracle_annotations(annotations: Sequence[Annotation], gold: Mapping[str, str], oracle: str) -> list[Annotation]:
+    """The annotations an oracle trains with. ``filter``: the teacher's right answers only. ``gold``:
+    every bought question with its gold answer, and the teacher's rationale only where the teacher
+    reached that answer (elsewhere the answer alone; a question whose text gave no answer too)."""
     right = [a.answer == gold[a.example_id] for a in annotations]
     if oracle == "filter":
-        return list(annotations), [1.0 if r else 0.0 for r in right]
-    fixed = [replace(a, answer=gold[a.example_id], rationale=a.rationale if r else None)
-             for a, r in zip(annotations, right)]
-    return fixed, [1.0] * len(fixed)
-
-
-def trained_weights(annotations: Sequence[Annotation], weights: Sequence[float] | None = None) -> list[float]:
-    """The weight each annotation trains with: ``weights[i]`` (default 1), 0 where its answer could not
-    be parsed."""
-    if weights is not None and len(weights) != len(annotations):
-        raise ValueError(f"{len(weights)} weights for {len(annotations)} annotations")
-    return [0.0 if a.parse_failed else (1.0 if weights is None else weights[i]) for i, a in enumerate(annotations)]
-
-
-def records_from_annotations(
-    annotations: Sequence[Annotation],
-    task: Task,
-    questions: Mapping[str, Any],
-    target: str = "rationale",
-    multitask: Mapping[str, Any] | None = None,
-    weights: Sequence[float] | None = None,
-) -> list[TrainRecord]:
-    """One record per parsed annotation, weighted by ``weights[i]`` for ``annotations[i]`` (default 1;
-    weight 0 drops it). Annotations whose answer could not be parsed are skipped (they stay in
-    annotations.jsonl, paid for and visible)."""
-    records = []
-    for a, weight in zip(annotations, trained_weights(annotations, weights)):
-        if weight == 0:
-            continue
-        prompt = task.prompt(questions[a.example_id])
-        full_target = task.target(a.rationale, a.answer)
-        answer_only = task.answer_target(a.answer)
-        if multitask:
-            records.append(TrainRecord(
-                a.example_id,
-                multitask["label_prefix"] + prompt, answer_only, weight=weight,
-                aux_prompt=multitask["rationale_prefix"] + prompt, aux_target=full_target,
-                keep_tail=len(answer_only), aux_keep_tail=task.answer_tail(full_target, a.answer),
-            ))
-        elif target == "rationale":
-            records.append(TrainRecord(a.example_id, prompt, full_target, weight,
-                                       keep_tail=task.answer_tail(full_target, a.answer)))
-        else:
-            records.append(TrainRecord(a.example_id, prompt, answer_only, weight, keep_tail=len(answer_only)))
-    unparsed = sum(a.parse_failed for a in annotations)
-    if unparsed:
-        log.warning("%d teacher annotations had no parseable answer and are not trained on", unparsed)
-    return records
+        return [a for a, r in zip(annotations, right) if r]
+    return [replace(a, answer=gold[a.example_id], rationale=a.rationale if r else None)
+            for a, r in zip(annotations, right)]
 
 
 class Finetune:
@@ -111,11 +64,11 @@ class Finetune:
         started = time.time()
         data = P.load_data(cfg)
         annotations, spend = P.buy_annotations(cfg, data, run_dir)
-        trained, weights = annotations, None
-        if self.oracle:
-            trained, weights = oracle_annotations(annotations, {e.id: e.answer for e in data.train}, self.oracle)
+        trained = annotations
+        if self.oracle:  # before trainable(): gold's oracle trains on a question the teacher's text left unanswered
+            trained = oracle_annotations(annotations, {e.id: e.answer for e in data.train}, self.oracle)
         records = records_from_annotations(
-            trained, data.task, P.examples_by_id(data.train), self.target, self.multitask, weights=weights
+            trainable(trained), data.task, P.examples_by_id(data.train), self.target, self.multitask
         )
         P.require_records(cfg, data, records)  # before the student is loaded for nothing
         student = P.build_student(cfg, data)

@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
-from tailkd.methods.finetune import records_from_annotations, trained_weights
 from tailkd.signals import (
     Decoding,
     SignalCache,
@@ -43,6 +42,7 @@ from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
 from tailkd.teachers.budget import Spend
 from tailkd.training.distributed import from_rank_zero, main_process_first
+from tailkd.training.records import records_from_annotations, trainable, training_weights
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Tail:
         # stage 1: warm-up on a share of the budget
         warm_questions = max(1, round(self.warmup_fraction * planned)) if self.warmup_fraction else 0
         warm = collector.collect(order[:warm_questions], budget=budget.scaled(self.warmup_fraction)) if warm_questions else []
-        warm_records = records_from_annotations(warm, data.task, examples)
+        warm_records = records_from_annotations(trainable(warm), data.task, examples)
         datamodule = P.make_datamodule(cfg, warm_records or [P.placeholder_record(data)], data, student)
         trainer, _ = P.make_trainer(cfg, run_dir, loggers)
         accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
@@ -102,11 +102,13 @@ class Tail:
         spend = P.spend_summary(collector, annotations, run_dir)
         selection_summary = selection.summary([a.example_id for a in annotations[len(warm):]]) if selection else {}
 
-        # signals from the warmed-up student and the TA, then stage 2
+        # signals from the warmed-up student and the TA, then stage 2; what cannot train is left out first,
+        # so a parse failure is neither measured nor ranked nor counted in a filter's quota
+        trained = trainable(annotations)
         weights, signal_summary = from_rank_zero(
-            self._signals(cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
+            self._signals(cfg, settings, student, trainer, data, trained, examples, decoding, run_dir, loggers,
                           selection.answers if selection else None))
-        records = records_from_annotations(annotations, data.task, examples, weights=weights)
+        records = records_from_annotations(trained, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
         datamodule = P.make_datamodule(cfg, records, data, student)
@@ -151,8 +153,8 @@ class Tail:
 
     def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
                  sampled=None):
-        """Measure, weigh and record the signals of every annotation: (weights aligned with
-        ``annotations``, the results.json summary)."""
+        """Measure, weigh and record the signals of every trainable annotation: (raw weights aligned with
+        ``annotations``, the results.json summary). signals.jsonl states the weight each one trains with."""
         gold = {e.id: e.answer for e in data.train}
         correct = [a.answer == gold.get(a.example_id) for a in annotations]
         ta = None
@@ -164,13 +166,13 @@ class Tail:
             measured = measure_signals(settings, student, ta, data.task, annotations, examples, decoding=decoding,
                                        seed=int(cfg.seed), cache=cache, sampled=sampled)
         weighed = weigh(settings, measured)
-        rows = [signal_row(m, weighed, i, c) for i, (m, c) in enumerate(zip(measured, correct))]
+        trained = training_weights(weighed.weights)
+        rows = [signal_row(m, weighed, i, c, w) for i, (m, c, w) in enumerate(zip(measured, correct, trained))]
         P.write_jsonl(run_dir / "signals.jsonl", rows)
         P.log_signals(loggers, rows)
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
-            trained = trained_weights(annotations, weighed.weights)
             summary.update(auroc_summary(weighed, correct),
                            teacher_annotation_accuracy_weighted=weighted_accuracy(trained, correct))
         return weighed.weights, summary

@@ -24,7 +24,7 @@ from tailkd.stats import auroc
 class Weighed:
     values: dict[str, list[float]]  # per enabled signal: oriented, then normalised
     scores: list[float]  # the combination
-    weights: list[float]  # what each annotation trains with (before the loss scales them to mean 1)
+    weights: list[float]  # raw: 0 drops an annotation; training_weights() scales the rest to mean 1
     dropped: int  # annotations given weight 0 by use=filter
 
 
@@ -88,8 +88,9 @@ def weighted_accuracy(weights: Sequence[float], correct: Sequence[bool | None]) 
     return sum(w for w, c in known if c) / total if total > 0 else None
 
 
-def signal_row(m: Measured, weighed: Weighed, i: int, correct: bool | None) -> dict[str, Any]:
-    """One line of signals.jsonl: the annotation's key, its raw signals, values and weight."""
+def signal_row(m: Measured, weighed: Weighed, i: int, correct: bool | None, weight: float) -> dict[str, Any]:
+    """One line of signals.jsonl: the annotation's key, its raw signals, values, combined score and the
+    weight it trains with (``tailkd.training.records.training_weights`` of ``weighed.weights``)."""
     a = m.annotation
     row: dict[str, Any] = {"id": a.example_id, "sample_index": a.sample_index, "teacher_answer": a.answer,
                            "teacher_correct": correct, "corruption": a.meta.get("corruption")}
@@ -104,7 +105,7 @@ def signal_row(m: Measured, weighed: Weighed, i: int, correct: bool | None) -> d
     for name in SIGNALS:
         if name in weighed.values:
             row[name]["value"] = weighed.values[name][i]
-    row["score"], row["weight"] = weighed.scores[i], weighed.weights[i]
+    row["score"], row["weight"] = weighed.scores[i], weight
     return row
 
 

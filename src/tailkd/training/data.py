@@ -6,7 +6,6 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,39 +13,14 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tailkd.tasks import Example
-from tailkd.training.loss import IGNORE_INDEX, normalise_weights
+from tailkd.training.loss import IGNORE_INDEX
+from tailkd.training.records import TrainRecord, normalise_weights
 
 log = logging.getLogger(__name__)
 
 
 TRUNCATIONS = ("keep_answer", "drop")
 MIN_PROMPT_TOKENS = 16  # what a decoder keeps of a prompt cut to fit: its end, where the question is
-
-
-@dataclass
-class TrainRecord:
-    """One training example: what the student reads, what it learns to write, and how much it counts.
-
-    ``aux_prompt``/``aux_target`` hold a second task on the same question (distilling step-by-step's
-    rationale task); its loss joins the example's loss before weighting. ``keep_tail`` (and
-    ``aux_keep_tail``) is how many characters at the end of the target state the answer: a sequence
-    cut to fit ``student.max_length`` never loses them.
-    """
-
-    id: str
-    prompt: str
-    target: str
-    weight: float = 1.0
-    aux_prompt: str | None = None
-    aux_target: str | None = None
-    keep_tail: int = 0
-    aux_keep_tail: int = 0
-
-    def pairs(self) -> list[tuple[str, str, int]]:
-        out = [(self.prompt, self.target, self.keep_tail)]
-        if self.aux_target is not None:
-            out.append((self.aux_prompt or "", self.aux_target, self.aux_keep_tail))
-        return out
 
 
 class Encoder:

@@ -3,15 +3,13 @@
 Token losses are averaged within each example, so a long rationale counts as much as a short one;
 then each example's loss is multiplied by its weight and the products are averaged over the batch.
 
-Weights are normalised to mean 1 over the training set (:func:`normalise_weights`), not per batch: a
+Weights are normalised to mean 1 over the training set (``tailkd.training.records``), not per batch: a
 per-batch normaliser would make the loss depend on how examples fall into (micro-)batches, so
 gradient accumulation would change the result. With mean-one weights, equal weights give exactly
 the unweighted loss.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,15 +60,3 @@ def per_example_target_loss(logits: torch.Tensor, labels: torch.Tensor, scored: 
 
 def weighted_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (per_example * weights.to(per_example.dtype)).mean()
-
-
-def normalise_weights(weights: Sequence[float]) -> list[float]:
-    """Scale non-negative weights to mean 1 over the training set."""
-    if not weights:
-        return []
-    if any(w < 0 for w in weights):
-        raise ValueError("example weights must be non-negative")
-    mean = sum(weights) / len(weights)
-    if mean == 0:
-        raise ValueError("all example weights are zero: nothing to learn from")
-    return [w / mean for w in weights]
