@@ -21,7 +21,7 @@ TRAIN = [sys.executable, "-m", "tailkd.cli.train"]
 
 
 def _overrides(server: FakeOpenAI, ckpt: Path) -> list[str]:
-    return ["experiment=smoke", "method=tail", "signals=ta_teacher", "logger=csv", "trainer.pl.max_epochs=40",
+    return ["experiment=smoke", "method=tail", "signals=ta_teacher", "logger=csv", "trainer.pl.max_epochs=12",
             "trainer.checkpoint_every_n_steps=1", f"paths.checkpoint_dir={ckpt}",
             "student.lora.enabled=true", "student.lora.dropout=0.1", "teacher=openai",
             f"teacher.base_url={server.base_url}", "teacher.model=gpt-4o-mini", "teacher.max_concurrency=4",
@@ -81,7 +81,7 @@ def test_killed_in_either_stage_then_rerun_ends_as_an_uninterrupted_run(tmp_path
     assert reference["resumed_from"] is None
     for key in ("test_accuracy", "test_accuracy_warmup", "train_steps", "warmup_steps", "teacher_cost_usd"):
         assert resumed[key] == reference[key], key
-    assert reference["train_steps"] == 40 + 40 * 4
+    assert reference["train_steps"] == 12 + 12 * 4
 
     def outputs(run):
         return [json.loads(line)["output"] for line in (tmp_path / run / "predictions.jsonl").read_text().splitlines()]
@@ -95,14 +95,14 @@ def test_resume_from_a_run_folder(tmp_path):
     """resume=PATH continues the run in PATH with the config it started with, whatever else is given."""
     ckpt = tmp_path / "checkpoints"
     env = {**os.environ, "TAILKD_CACHE_DIR": str(tmp_path / "cache")}
-    overrides = ["experiment=smoke", "logger=csv", "trainer.pl.max_epochs=60", "trainer.checkpoint_every_n_steps=2",
+    overrides = ["experiment=smoke", "logger=csv", "trainer.pl.max_epochs=15", "trainer.checkpoint_every_n_steps=2",
                  f"paths.checkpoint_dir={ckpt}", "seed=3"]
     first = _start(tmp_path / "a", overrides, env)
     _kill_when(first, lambda: any(ckpt.glob("*/train/last.ckpt")), "a checkpoint")
     _finish(_start(tmp_path / "b", [f"resume={tmp_path / 'a'}", "task=gsm_symbolic", "logger=csv"], env))
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["task"] == "chain_sum" and results["seed"] == 3 and results["resumed_from"] == str(tmp_path / "a")
-    assert results["train_steps"] == 60 * 4
+    assert results["train_steps"] == 15 * 4
     done = subprocess.run([*TRAIN, f"hydra.run.dir={tmp_path / 'c'}", f"resume={tmp_path / 'b'}"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "finished" in done.stdout + done.stderr and "Traceback" not in done.stderr
