@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,22 +81,21 @@ class Arte:
         self.dpo = dict(dpo or {})
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        started = time.time()
         if self.align == "dpo" and cfg.teacher.backend != "hf_local":
             raise ConfigError(f"method.align=dpo trains the teacher, which needs a local model (teacher=hf_local); "
                               f"teacher={cfg.teacher.backend} cannot be trained: use method.align=select")
         if cfg.teacher.backend in ("simulated", "recorded"):
             raise ConfigError(f"method=arte needs a teacher that writes new questions (openai or hf_local); "
                               f"teacher={cfg.teacher.backend} only answers known ones")
-        data = P.load_data(cfg)
+        run = P.start(cfg, run_dir, self.name)
+        data = run.data
         collector = P.make_collector(cfg, data, run_dir)
         collector.backend.prepare(data.task, data.train)
         budget = Budget.from_cfg(cfg.budget)
         rng = random.Random(int(cfg.seed))
         student = P.build_student(cfg, data)
         module = P.make_module(cfg, student, data)
-        trainer, loggers = P.make_trainer(cfg, run_dir)
-        checkpoints = P.checkpoints(cfg, run_dir)
+        trainer = run.trainer()
         stop = data.task.until
 
         def left(cap: Budget = budget) -> Budget:
@@ -155,7 +153,7 @@ class Arte:
                                                     "answer": r.annotation.answer, "score": s.accuracy,
                                                     "likelihood": s.likelihood}
                                                    for (d, r), s in zip(tailored, tailored_scores)))
-        self._log_tables(loggers, drafts)
+        self._log_tables(run.loggers, drafts)
 
         # 6. the student learns from it
         records = self.records(data.task, tailored, drafts)
@@ -163,27 +161,17 @@ class Arte:
         spend = P.spend_summary(collector, annotations, run_dir)
         datamodule = P.make_datamodule(cfg, records, data, student)
         accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
-        fitted = checkpoints.fit("train", trainer, module, datamodule)
-        module.stop = P.stop_strings(data, datamodule.records)
-        accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
-        P.write_jsonl(run_dir / "predictions.jsonl", predictions)
-
-        results = P.results_base(cfg, data, self.name, [], spend, steps=fitted.steps, trainer=trainer,
-                                 started=started, checkpoints=checkpoints)
-        results.update(
-            test_accuracy=accuracy, test_accuracy_before=accuracy_before, num_test_examples=len(predictions),
-            num_train_examples=len(datamodule.records), stop_strings=module.stop, **datamodule.lengths,
-            align=self.align, preferred_strategy=strategy, spend_by_phase=collector.ledger.summary_by_phase(),
+        fitted = run.checkpoints.fit("train", trainer, module, datamodule)
+        accuracy, predictions = run.test(trainer, module, datamodule)
+        return run.finish(
+            student, trainer, module, datamodule, annotations=[], spend=spend, steps=fitted.steps,
+            accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions, align=self.align, preferred_strategy=strategy, spend_by_phase=collector.ledger.summary_by_phase(),
             **counts.as_results("draft_questions"), drafted=len(drafts),
             draft_rationales=sum(len(d.rationales) for d in drafts), tailored=len(tailored),
             preference_set_size=len(prefs), question_pairs=len(question_pairs), rationale_pairs=len(rationale_pairs),
             preference_accuracy_drafts=_mean([p.accuracy for p in scores]),
             preference_accuracy_tailored=_mean([p.accuracy for p in tailored_scores]), **aligned,
         )
-        P.keep_student(cfg, student, run_dir, results)
-        P.finish_logging(loggers, results)
-        checkpoints.finish()
-        return results
 
     # -- steps -------------------------------------------------------------------------------------
     @staticmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,11 +62,11 @@ class Elad:
         self.revision_prompt, self.train_on = revision_prompt, train_on
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        started = time.time()
         if self.revision and cfg.teacher.backend == "recorded":
             raise ConfigError("teacher=recorded replays answers it already has and cannot revise a student's "
                               "explanation: use method.revision=false")
-        data = P.load_data(cfg)
+        run = P.start(cfg, run_dir, self.name)
+        data = run.data
         collector = P.make_collector(cfg, data, run_dir)
         collector.backend.prepare(data.task, data.train)
         budget = Budget.from_cfg(cfg.budget)
@@ -76,12 +75,10 @@ class Elad:
         pool = P.buying_order(cfg, data)  # the seed's order: ties and random selection follow it
         student = P.build_student(cfg, data)
         module = P.make_module(cfg, student, data)
-        loggers = P.make_loggers(cfg, run_dir)
-        checkpoints = P.checkpoints(cfg, run_dir)
 
         annotations, rounds, steps = [], [], 0
         datamodule = P.make_datamodule(cfg, [P.placeholder_record(data)], data, student)
-        trainer, _ = P.make_trainer(cfg, run_dir, loggers)
+        trainer = run.trainer()
         accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         for r in range(1, self.rounds + 1):
             bought = {a.example_id for a in annotations}
@@ -106,36 +103,27 @@ class Elad:
             train = new if self.train_on == "new" else annotations
             records = records_from_annotations(trainable(train), data.task, examples)
             datamodule = P.make_datamodule(cfg, records, data, student)
-            trainer, _ = P.make_trainer(cfg, run_dir, loggers)
+            trainer = run.trainer()
             module.log_prefix = f"round{r}/"
-            steps += checkpoints.fit(f"round{r}", trainer, module, datamodule).steps
-            module.stop = P.stop_strings(data, datamodule.records)
+            steps += run.checkpoints.fit(f"round{r}", trainer, module, datamodule).steps
             # 4. evaluate
-            accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
+            accuracy, predictions = run.test(trainer, module, datamodule)
             spend = collector.ledger.summary()
             rounds.append({"round": r, "test_accuracy": accuracy, "bought": len(new), "fallback_fresh": fallbacks,
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],
                            "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records)})
-            _log_round(loggers, rounds[-1])
+            _log_round(run.loggers, rounds[-1])
             log.info("round %d: %d bought (%d fresh for want of steps), accuracy %.4f at %.4f USD", r, len(new),
                      fallbacks, accuracy, spend["teacher_cost_usd"])
         if not rounds:
             raise ConfigError("ELAD bought nothing: the budget does not cover one teacher answer")
-        P.write_jsonl(run_dir / "predictions.jsonl", predictions)
         spend = P.spend_summary(collector, annotations, run_dir)
-        results = P.results_base(cfg, data, self.name, annotations, spend, steps=steps, trainer=trainer,
-                                 started=started, checkpoints=checkpoints)
-        results.update(
-            test_accuracy=rounds[-1]["test_accuracy"], test_accuracy_before=accuracy_before,
-            num_test_examples=len(predictions), num_train_examples=rounds[-1]["num_train_examples"],
-            stop_strings=module.stop, **datamodule.lengths, rounds=rounds, selection=self.selection,
-            revision=self.revision, fallback_fresh=sum(x["fallback_fresh"] for x in rounds),
+        return run.finish(
+            student, trainer, module, datamodule, annotations=annotations, spend=spend, steps=steps,
+            accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions, rounds=rounds,
+            selection=self.selection, revision=self.revision, fallback_fresh=sum(x["fallback_fresh"] for x in rounds),
             spend_by_phase=collector.ledger.summary_by_phase(),
         )
-        P.keep_student(cfg, student, run_dir, results)
-        P.finish_logging(loggers, results)
-        checkpoints.finish()
-        return results
 
     # -- steps -------------------------------------------------------------------------------------
     def rank(self, cfg, student, task, candidates, stop, round_: int) -> tuple[list, dict[str, Explained]]:

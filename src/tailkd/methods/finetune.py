@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +60,8 @@ class Finetune:
         self.multitask = dict(multitask) if multitask else None
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        started = time.time()
-        data = P.load_data(cfg)
+        run = P.start(cfg, run_dir, self.name)
+        data = run.data
         annotations, spend = P.buy_annotations(cfg, data, run_dir)
         trained = annotations
         if self.oracle:  # before trainable(): gold's oracle trains on a question the teacher's text left unanswered
@@ -78,24 +77,14 @@ class Finetune:
             aux_loss_weight=self.multitask["rationale_weight"] if self.multitask else 0.0,
             eval_prompt_prefix=self.multitask["label_prefix"] if self.multitask else "",
         )
-        trainer, loggers = P.make_trainer(cfg, run_dir, max_steps=self.max_steps(cfg, len(records)))
-        checkpoints = P.checkpoints(cfg, run_dir)
+        trainer = run.trainer(max_steps=self.max_steps(cfg, len(records)))
 
         accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
-        fitted = checkpoints.fit("train", trainer, module, datamodule)
-        module.stop = P.stop_strings(data, datamodule.records)
-        accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
-        P.write_jsonl(run_dir / "predictions.jsonl", predictions)
-
-        results = P.results_base(cfg, data, self.name, annotations, spend, steps=fitted.steps, trainer=trainer,
-                                 started=started, checkpoints=checkpoints)
-        results.update(test_accuracy=accuracy, test_accuracy_before=accuracy_before,
-                       num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
-                       stop_strings=module.stop, **datamodule.lengths)
-        P.keep_student(cfg, student, run_dir, results)
-        P.finish_logging(loggers, results)
-        checkpoints.finish()
-        return results
+        fitted = run.checkpoints.fit("train", trainer, module, datamodule)
+        accuracy, predictions = run.test(trainer, module, datamodule)
+        return run.finish(student, trainer, module, datamodule, annotations=annotations, spend=spend,
+                          steps=fitted.steps, accuracy=accuracy, accuracy_before=accuracy_before,
+                          predictions=predictions)
 
     def max_steps(self, cfg: DictConfig, num_records: int) -> int | None:
         """None: train ``trainer.pl.max_epochs``. With ``steps_of_tail`` set to a warm-up share, as

@@ -7,10 +7,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from tailkd import __version__, timing
 from tailkd.errors import DataError
@@ -34,6 +36,63 @@ from tailkd.training.checkpoints import Checkpoints, fingerprint
 from tailkd.training.trainer import build_loggers, build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """One job from start to finish: what every recipe holds (its config, folder, data, checkpoints,
+    loggers and clock) and the ending every recipe shares, so that a recipe keeps only what makes it
+    different. ``start`` opens it; ``finish`` writes results.json's common fields, keeps the student,
+    closes the loggers and the checkpoints."""
+
+    cfg: DictConfig
+    dir: Path
+    method: str
+    data: TaskData
+    checkpoints: Checkpoints
+    started: float
+    _loggers: list | None = field(default=None, repr=False)
+
+    @property
+    def loggers(self) -> list:
+        """Opened on first use: a run refused before training (nothing to learn) opens no W&B run."""
+        if self._loggers is None:
+            self._loggers = make_loggers(self.cfg, self.dir)
+        return self._loggers
+
+    def trainer(self, max_steps: int | None = None):
+        """A Lightning Trainer on the run's loggers (one CSV file and W&B run for every stage)."""
+        return make_trainer(self.cfg, self.dir, self.loggers, max_steps=max_steps)[0]
+
+    def test(self, trainer, module: DistillModule, datamodule) -> tuple[float, list[dict[str, Any]]]:
+        """The trained student's test accuracy, generating with the stop strings of what it trained
+        on; its predictions to predictions.jsonl."""
+        module.stop = stop_strings(self.data, datamodule.records)
+        accuracy, predictions = evaluate(trainer, module, datamodule, "test")
+        write_jsonl(self.dir / "predictions.jsonl", predictions)
+        return accuracy, predictions
+
+    def finish(self, student: Student, trainer, module: DistillModule, datamodule, *, annotations, spend: dict,
+               steps: int, accuracy: float, accuracy_before: float | None, predictions: Sequence[dict[str, Any]],
+               **extra: Any) -> dict[str, Any]:
+        """results.json's fields for this run (the common ones, then the recipe's ``extra``), the
+        student kept, the loggers closed, the checkpoints removed."""
+        results = results_base(self.cfg, self.data, self.method, annotations, spend, steps=steps, trainer=trainer,
+                               started=self.started, checkpoints=self.checkpoints)
+        results.update(test_accuracy=accuracy, test_accuracy_before=accuracy_before,
+                       num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
+                       stop_strings=module.stop, **datamodule.lengths)
+        results.update(extra)
+        keep_student(self.cfg, student, self.dir, results)
+        finish_logging(self.loggers, results)
+        self.checkpoints.finish()
+        return results
+
+
+def start(cfg: DictConfig, run_dir: Path, method: str) -> Run:
+    """The run's clock, data and checkpoints (a rerun of the same config finds them again)."""
+    started = time.time()
+    return Run(cfg, run_dir, method, load_data(cfg), checkpoints(cfg, run_dir), started)
 
 def training_texts(data: TaskData) -> list[str]:
     """The train pool as training renders it: what a tiny model's tokenizer (student or TA) learns from."""
@@ -126,7 +185,11 @@ def teacher_error_rate(cfg: DictConfig) -> float | None:
 
 
 def _uses_signals(cfg: DictConfig) -> bool:
-    return cfg.method.get("_target_", "").endswith(".Tail")
+    """Whether the run's recipe weighs by ``signals`` (its class says so: ``uses_signals``)."""
+    from hydra.utils import get_class
+
+    target = cfg.method.get("_target_")
+    return bool(target) and getattr(get_class(target), "uses_signals", False)
 
 
 def _sweep_name() -> str | None:
@@ -256,14 +319,14 @@ def inference_precision(cfg: DictConfig, student: Student):
 def log_table(loggers, key: str, columns: list[str], rows: list[list[Any]]) -> None:
     """A table to W&B (the JSON Lines files in the run folder hold the same for the CSV logger)."""
     for logger in loggers:
-        if type(logger).__name__ == "WandbLogger" and rows:
+        if isinstance(logger, WandbLogger) and rows:
             logger.log_table(key=key, columns=columns, data=rows)
 
 
 def log_signals(loggers, rows: Sequence[dict[str, Any]]) -> None:
     """The per-example signal table and weight histogram, to W&B (the CSV gets signals.jsonl instead)."""
     for logger in loggers:
-        if type(logger).__name__ != "WandbLogger" or not rows:
+        if not isinstance(logger, WandbLogger) or not rows:
             continue
         import wandb
 
@@ -282,7 +345,7 @@ def finish_logging(loggers, results: dict[str, Any]) -> None:
     for logger in loggers:
         logger.log_metrics({f"results/{k}": v for k, v in results.items() if isinstance(v, (int, float))
                             and not isinstance(v, bool)})
-        if type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             logger.experiment.summary.update({k: v for k, v in results.items() if v is not None})
     finish_loggers(loggers)
 

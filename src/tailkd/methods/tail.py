@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ from tailkd.signals.measure import sampled_answers
 from tailkd.signals.self_consistency import summarise
 from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
-from tailkd.teachers.budget import Spend
 from tailkd.training.distributed import from_rank_zero, main_process_first
 from tailkd.training.records import records_from_annotations, trainable, training_weights
 
@@ -50,6 +48,8 @@ STAGE2 = ("continue", "restart")
 
 
 class Tail:
+    uses_signals = True  # the run is named, tagged and reported by its signals preset
+
     def __init__(self, name: str = "tail", warmup_fraction: float = 0.2, stage2: str = "continue"):
         if not 0.0 <= warmup_fraction < 1.0:
             raise ConfigError(f"method.warmup_fraction must be in [0, 1) (got {warmup_fraction})")
@@ -58,9 +58,9 @@ class Tail:
         self.name, self.warmup_fraction, self.stage2 = name, float(warmup_fraction), stage2
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        started = time.time()
         settings = SignalSettings.from_cfg(OmegaConf.to_container(cfg.signals, resolve=True))
-        data = P.load_data(cfg)
+        run = P.start(cfg, run_dir, self.name)
+        data = run.data
         collector = P.make_collector(cfg, data, run_dir)
         order = P.buying_order(cfg, data)
         budget = Budget.from_cfg(cfg.budget)
@@ -70,20 +70,18 @@ class Tail:
         student = P.build_student(cfg, data)
         initial_state = copy.deepcopy(student.model.state_dict()) if self.stage2 == "restart" else None
         module = P.make_module(cfg, student, data)
-        loggers = P.make_loggers(cfg, run_dir)
-        checkpoints = P.checkpoints(cfg, run_dir)
 
         # stage 1: warm-up on a share of the budget
         warm_questions = max(1, round(self.warmup_fraction * planned)) if self.warmup_fraction else 0
         warm = collector.collect(order[:warm_questions], budget=budget.scaled(self.warmup_fraction)) if warm_questions else []
         warm_records = records_from_annotations(trainable(warm), data.task, examples)
         datamodule = P.make_datamodule(cfg, warm_records or [P.placeholder_record(data)], data, student)
-        trainer, _ = P.make_trainer(cfg, run_dir, loggers)
+        trainer = run.trainer()
         accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         accuracy_warmup, warm_steps = None, 0
         if warm_records:
             module.log_prefix = "warmup/"
-            warm_steps = checkpoints.fit("warmup", trainer, module, datamodule).steps
+            warm_steps = run.checkpoints.fit("warmup", trainer, module, datamodule).steps
             module.stop = P.stop_strings(data, datamodule.records)
             if cfg.trainer.get("eval_before", True):
                 accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
@@ -94,11 +92,10 @@ class Tail:
         rest = [e for e in order if e.id not in bought]
         selection = None
         if settings.use == "select":
-            selection = self._least_consistent_first(cfg, settings, student, trainer, data, rest, decoding, run_dir)
+            selection = self._least_consistent_first(run, settings, student, trainer, rest, decoding)
             rest = selection.order
-        spent = Spend(len(warm), sum(a.input_tokens + a.output_tokens for a in warm), sum(a.cost_usd for a in warm))
         with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
-            annotations = warm + collector.collect(rest, budget=budget.minus(spent))
+            annotations = warm + collector.collect(rest, budget=budget.minus(collector.ledger.spent()))
         spend = P.spend_summary(collector, annotations, run_dir)
         selection_summary = selection.summary([a.example_id for a in annotations[len(warm):]]) if selection else {}
 
@@ -106,34 +103,24 @@ class Tail:
         # so a parse failure is neither measured nor ranked nor counted in a filter's quota
         trained = trainable(annotations)
         weights, signal_summary = from_rank_zero(
-            self._signals(cfg, settings, student, trainer, data, trained, examples, decoding, run_dir, loggers,
-                          selection.answers if selection else None))
+            self._signals(run, settings, student, trainer, trained, decoding, selection.answers if selection else None))
         records = records_from_annotations(trained, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
         datamodule = P.make_datamodule(cfg, records, data, student)
-        trainer, _ = P.make_trainer(cfg, run_dir, loggers)
+        trainer = run.trainer()
         module.log_prefix = ""
-        main = checkpoints.fit("main", trainer, module, datamodule)
-        module.stop = P.stop_strings(data, datamodule.records)
-        accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
-        P.write_jsonl(run_dir / "predictions.jsonl", predictions)
-
-        results = P.results_base(cfg, data, self.name, annotations, spend, steps=warm_steps + main.steps,
-                                 trainer=trainer, started=started, checkpoints=checkpoints)
-        results.update(
-            test_accuracy=accuracy, test_accuracy_before=accuracy_before, test_accuracy_warmup=accuracy_warmup,
-            num_test_examples=len(predictions), num_train_examples=len(datamodule.records),
-            stop_strings=module.stop, **datamodule.lengths,
-            warmup_examples=len(warm_records), warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps,
-            stage2=self.stage2, signals_preset=cfg.signals.name, **signal_summary, **selection_summary,
+        main = run.checkpoints.fit("main", trainer, module, datamodule)
+        accuracy, predictions = run.test(trainer, module, datamodule)
+        return run.finish(
+            student, trainer, module, datamodule, annotations=annotations, spend=spend,
+            steps=warm_steps + main.steps, accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions,
+            test_accuracy_warmup=accuracy_warmup, warmup_examples=len(warm_records),
+            warmup_fraction=self.warmup_fraction, warmup_steps=warm_steps, stage2=self.stage2,
+            signals_preset=cfg.signals.name, **signal_summary, **selection_summary,
         )
-        P.keep_student(cfg, student, run_dir, results)
-        P.finish_logging(loggers, results)
-        checkpoints.finish()
-        return results
 
-    def _least_consistent_first(self, cfg, settings, student, trainer, data, rest, decoding, run_dir) -> Selection:
+    def _least_consistent_first(self, run: P.Run, settings, student, trainer, rest, decoding) -> Selection:
         """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
         order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
         order); each candidate's share goes to selection.jsonl. The candidates' sampled answers are then
@@ -141,20 +128,20 @@ class Tail:
         # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
-        with P.inference(cfg, student, trainer):
-            answers = from_rank_zero(sampled_answers(student, data.task, candidates, settings, decoding,
-                                                     int(cfg.seed), _signal_cache(cfg, student, trainer),
+        with P.inference(run.cfg, student, trainer):
+            answers = from_rank_zero(sampled_answers(student, run.data.task, candidates, settings, decoding,
+                                                     int(run.cfg.seed), _signal_cache(run.cfg, student, trainer),
                                                      desc="select: sampling the candidates"))
         shares = {e.id: summarise(answers[e.id]).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
-        P.write_jsonl(run_dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
+        P.write_jsonl(run.dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
         return Selection(ordered + others, answers, shares)
 
-    def _signals(self, cfg, settings, student, trainer, data, annotations, examples, decoding, run_dir, loggers,
-                 sampled=None):
+    def _signals(self, run: P.Run, settings, student, trainer, annotations, decoding, sampled=None):
         """Measure, weigh and record the signals of every trainable annotation: (raw weights aligned with
         ``annotations``, the results.json summary). signals.jsonl states the weight each one trains with."""
+        cfg, data = run.cfg, run.data
         gold = {e.id: e.answer for e in data.train}
         correct = [a.answer == gold.get(a.example_id) for a in annotations]
         ta = None
@@ -163,13 +150,13 @@ class Tail:
                           device=P.inference_device(trainer))
         cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
         with P.inference(cfg, student, trainer):
-            measured = measure_signals(settings, student, ta, data.task, annotations, examples, decoding=decoding,
-                                       seed=int(cfg.seed), cache=cache, sampled=sampled)
+            measured = measure_signals(settings, student, ta, data.task, annotations, P.examples_by_id(data.train),
+                                       decoding=decoding, seed=int(cfg.seed), cache=cache, sampled=sampled)
         weighed = weigh(settings, measured)
         trained = training_weights(weighed.weights)
         rows = [signal_row(m, weighed, i, c, w) for i, (m, c, w) in enumerate(zip(measured, correct, trained))]
-        P.write_jsonl(run_dir / "signals.jsonl", rows)
-        P.log_signals(loggers, rows)
+        P.write_jsonl(run.dir / "signals.jsonl", rows)
+        P.log_signals(run.loggers, rows)
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
