@@ -276,15 +276,17 @@ def test_tail_with_several_teacher_samples_weighs_each_sample(tmp_path):
                  "budget.max_queries=20", "teacher.model=gpt-4o-mini")
     assert proc.returncode == 0, proc.stderr[-3000:]
     signals = _jsonl(tmp_path / "run" / "signals.jsonl")
-    assert len(signals) == 20 and len({(r["id"], r["sample_index"]) for r in signals}) == 20
-    weights = {(r["id"], r["sample_index"]): r["weight"] for r in signals if r["teacher_answer"] is not None}
+    parsed = [(a["example_id"], a["sample_index"]) for a in _jsonl(tmp_path / "run" / "annotations.jsonl")
+              if not a["parse_failed"]]
+    assert 10 < len(parsed) < 20  # some first answers are "I cannot tell.": bought, never weighed or trained
+    assert [(r["id"], r["sample_index"]) for r in signals] == parsed
+    weights = {(r["id"], r["sample_index"]): r["weight"] for r in signals}
     pairs = [(weights[(q, 0)], weights[(q, 1)]) for q, s in weights if s == 0 and (q, 1) in weights]
     assert pairs and all(wrong < right for wrong, right in pairs)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["teacher_queries"] == 20 == results["teacher_replayed"] and results["teacher_cost_usd"] > 0
     # what the weights did to the training data: the share of the training weight on right answers
-    trained = [r for r in signals if r["teacher_answer"] is not None]
-    assert 0 < len(trained) < len(signals)
+    trained = signals
     right_weight = sum(r["weight"] for r in trained if r["teacher_correct"]) / sum(r["weight"] for r in trained)
     assert results["teacher_annotation_accuracy_weighted"] == pytest.approx(right_weight)
     assert results["teacher_annotation_accuracy_weighted"] > results["teacher_annotation_accuracy"]
