@@ -158,6 +158,10 @@ def test_paired_bootstrap_interval_and_any_baseline(tmp_path):
     with (tmp_path / "summary.csv").open() as f:
         sc = next(r for r in csv.DictReader(f) if r["signals"] == "sc")
     assert int(sc["paired_n"]) == 2 and float(sc["paired_mean"]) == pytest.approx(0.05)
+    # two seeds, differences +0.09 and +0.01 (sd 0.0566): (t.975,1 + t.80,1) x sd / sqrt(2) = (12.706 + 1.376) x 0.04
+    assert float(sc["paired_detectable"]) == pytest.approx((12.706 + 1.376) * statistics.stdev([0.09, 0.01]) / 2 ** 0.5,
+                                                           rel=1e-3)
+    assert f"{float(sc['paired_detectable']):.3f} |" in sc_row
 
 
 def test_report_carries_the_commit(tmp_path):

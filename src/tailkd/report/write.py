@@ -19,7 +19,7 @@ from tailkd.report.aggregate import (
 )
 from tailkd.report.pooled import pooled_aurocs, pooled_test_answers
 from tailkd.report.runs import Run, Skipped, is_baseline, is_number
-from tailkd.stats import sign_test
+from tailkd.stats import detectable_difference, sign_test
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
 WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weight on right teacher answers
@@ -67,7 +67,10 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
               f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
               "setting otherwise (task, student, budget, teacher). Paired: the difference to "
               f"`{baseline}` seed by seed (the same seed buys the same questions), mean ± std, its 95% "
-              "percentile-bootstrap interval, and how many seeds it won / lost. Test questions: pooled over "
+              "percentile-bootstrap interval, and how many seeds it won / lost. Detectable: the smallest true "
+              "paired difference these seeds detect with 80% power (paired t-test, two-sided 5%, at the "
+              "observed spread of the differences): a smaller difference is no evidence either way. "
+              "Test questions: pooled over "
               f"the seeds both have, how many this setting answered right and `{baseline}` wrong, and the "
               "reverse, with an exact sign test on those (ties carry no evidence). Commit: the source the runs "
               "came from.", ""]
@@ -78,7 +81,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                         "run that reads gold at the same setting (`tailkd-report --oracle`), with a 95% "
                         "percentile-bootstrap interval over the seeds all three have; '–' where the oracle "
                         "gains nothing over the baseline (no headroom to share).", ""]
-    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI"] + (
+    header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI",
+                     "detectable (80% power)"] + (
         ["test questions right here / in baseline only (sign test)"] if per_question else []) + (
         ["share of oracle headroom [95% CI]"] if headroom else []) + [
         "before training", "teacher queries", "teacher cost USD", "commit"]
@@ -90,6 +94,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             str(len(g.runs)), _pm(g.mean(metric), g.std(metric)),
             _pct(g.relative_improvement(metric)) if not base else "",
             _paired(diffs) if not base else "", _ci(diffs) if not base else "",
+            _detectable(diffs) if not base else "",
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
             [_headroom(g.headroom_share(metric)) if not base and g.oracle is not g else ""] if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
@@ -162,7 +167,7 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
         writer.writerow(setting_keys + ["label", "seeds", "budget"]
                         + [f"{n}_{s}" for n in numbers for s in ("mean", "std")]
                         + ["relative_improvement_pct", "paired_n", "paired_mean", "paired_std", "paired_ci_low",
-                           "paired_ci_high", "questions_right_only_here", "questions_right_only_in_baseline",
+                           "paired_ci_high", "paired_detectable", "questions_right_only_here", "questions_right_only_in_baseline",
                            "questions_compared", "sign_test_p", "oracle_headroom_share", "oracle_headroom_ci_low",
                            "oracle_headroom_ci_high", "commits"])
         for g in groups:
@@ -177,6 +182,7 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
                             + [_cell(g.relative_improvement(metric)), len(diffs),
                                _cell(statistics.fmean(diffs) if diffs else math.nan),
                                _cell(statistics.stdev(diffs) if len(diffs) > 1 else math.nan), _cell(low), _cell(high),
+                               _cell(_detectable_value(diffs)),
                                *questions, *([_cell(v) for v in share] if share else ["", "", ""]),
                                " ".join(g.commits())])
 
@@ -224,6 +230,15 @@ def _paired(diffs: list[float]) -> str:
     std = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
     won, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return f"{mean:+.3f} ± {'–' if math.isnan(std) else f'{std:.3f}'} ({won}/{lost})"
+
+
+def _detectable_value(diffs: list[float]) -> float:
+    return detectable_difference(statistics.stdev(diffs), len(diffs)) if len(diffs) > 1 else math.nan
+
+
+def _detectable(diffs: list[float]) -> str:
+    value = _detectable_value(diffs)
+    return "–" if math.isnan(value) else f"{value:.3f}"
 
 
 def _pooled(value: tuple[float, float, float, int] | None) -> str:
