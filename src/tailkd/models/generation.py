@@ -211,7 +211,7 @@ class NextTokens:
         weights, cumulative = self._weights[: len(logits)], self._cumulative[: len(logits)]
         weights.copy_(logits).div_(self.temperature)
         weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_()
-        torch.cumsum(weights, dim=-1, out=cumulative)
+        cumulative.copy_(weights).cumsum_(dim=-1)  # in place: cumsum's own float64 copy is a fresh buffer
         point = torch.rand(len(cumulative), 1, dtype=torch.float64, device=cumulative.device) * cumulative[:, -1:]
         # right: token i owns [the weight before it, that plus its own), so a weight of 0 is never drawn
         drawn = torch.searchsorted(cumulative, point, right=True).squeeze(1)
