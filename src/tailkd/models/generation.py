@@ -3,8 +3,8 @@
 Decoder-only students run :func:`decode_causal`, our own loop over the model's forward with a
 transformers ``DynamicCache``: each prompt is computed once and its cache shared by its k samples
 (``generate`` with ``num_return_sequences=k`` computes it k times), and a row leaves the batch as soon
-as its text is settled (EOS, or a stop string with nothing after it that could move the cut), where
-``generate`` runs every row until the last one ends. Encoder-decoder students, several processes
+as its text is settled (EOS, or a stop string that no stop string begun before it could still precede),
+where ``generate`` runs every row until the last one ends. Encoder-decoder students, several processes
 (sharded weights need every rank in every forward pass) and callers that need ``generate``'s logits
 processors go through :func:`hf_generate_texts`.
 """
@@ -46,6 +46,8 @@ def longest_first(tokenizer, prompts: Sequence[str]) -> list[int]:
     """The indices of ``prompts`` from the most tokens to the fewest (ties in the order given): batches
     taken in this order pad each prompt to a length near its own, and the largest batch (the most
     memory) comes first, where running out of it costs least."""
+    if not prompts:
+        return []
     lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
     return sorted(range(len(prompts)), key=lambda i: -lengths[i])
 
