@@ -78,8 +78,10 @@ def test_greedy_generation_runs_without_dropout_and_restores_the_mode():
 
 
 def test_generation_syncs_the_ranks_only_under_several_processes(monkeypatch):
-    """Sharded weights need every rank in every forward pass: ``synced_gpus`` under a process group of
-    more than one process, and not otherwise (read from torch.distributed: models do not import training)."""
+    """Sharded weights need every rank in every forward pass: under a process group of more than one
+    process, ``generate`` with ``synced_gpus`` (our own loop drops ended rows, and stops when they all
+    have); in one process, not ``generate`` at all (read from torch.distributed: models do not import
+    training)."""
     student = tiny_student("causal")
     seen = []
     monkeypatch.setattr(student.model, "generate", lambda **kwargs: seen.append(kwargs.get("synced_gpus")) or
@@ -88,4 +90,4 @@ def test_generation_syncs_the_ranks_only_under_several_processes(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
     generate_texts(student, ["1 + 2 ="], 2)
-    assert seen == [None, True]
+    assert seen == [True]

@@ -58,6 +58,53 @@ def test_ta_scores_match_a_per_example_computation():
         assert -loss == pytest.approx(score.mean_logprob, abs=0.05)  # tokenised in pieces vs whole
 
 
+def _uneven_items():
+    """Scored items whose lengths alternate long and short, so that batches in the order given pad every
+    short one to a long one's length."""
+    long = " ".join(f"{i} + 1 = {i + 1}." for i in range(12))
+    return [Scored(e, long if i % 2 == 0 else e.rationale, e.answer) for i, e in enumerate(EXAMPLES)]
+
+
+def _input_shapes(model):
+    shapes = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+    return shapes
+
+
+def test_ta_scores_are_the_same_in_any_order_and_batching_and_come_back_in_the_order_given():
+    student = tiny_student(init_seed=4)
+    items = _uneven_items()
+    single = [LanguageModelTA(student, chain_task(), batch_size=1).score([item])[0] for item in items]
+    ta = LanguageModelTA(student, chain_task(), batch_size=2)
+    for got in (ta.score(items), ta.score(items[::-1])[::-1]):
+        for b, s in zip(got, single):
+            assert b.mean_logprob == pytest.approx(s.mean_logprob, abs=1e-5)
+            assert b.answer_prob == pytest.approx(s.answer_prob, rel=1e-4)
+
+
+def test_ta_batches_pad_only_to_their_own_longest_item():
+    student = tiny_student(init_seed=4)
+    ta = LanguageModelTA(student, chain_task(), batch_size=2)
+    items = _uneven_items()
+    lengths = sorted((len(p) + len(t) for p, t, _ in map(ta._pieces, items)), reverse=True)
+    shapes = _input_shapes(student.model)
+    ta.score(items)
+    # longest first: each batch is as wide as its first item, and no wider
+    assert shapes == [(2, lengths[i]) for i in range(0, len(items), 2)]
+
+
+def test_ta_reads_the_lm_head_at_target_positions_only():
+    student = tiny_student(init_seed=4)
+    ta = LanguageModelTA(student, chain_task(), batch_size=3)
+    items = _uneven_items()
+    rows = []
+    student.model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows.append(out.shape[:-1].numel()))
+    ta.score(items)
+    # every target token once (EOS included), read at the position before it: not the prompt, not padding
+    assert sum(rows) == sum(len(t) for _, t, _ in map(ta._pieces, items))
+
+
 def test_ta_answer_probability_is_zero_without_an_answer_and_confidence_modes_differ():
     student = tiny_student(init_seed=4)
     scores = {mode: LanguageModelTA(student, chain_task(), confidence=mode).score([Scored(EXAMPLES[0], "1 + 4 = 5.", "5")])[0]

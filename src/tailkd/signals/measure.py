@@ -18,7 +18,7 @@ from tailkd.models import Student, generate_texts
 from tailkd.progress import batches
 from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
 from tailkd.signals.cache import SignalCache
-from tailkd.signals.self_consistency import Consistency, sample_texts, summarise
+from tailkd.signals.self_consistency import SAMPLER, Consistency, sample_texts, summarise
 from tailkd.signals.settings import SignalSettings
 from tailkd.tasks import Example, Task
 from tailkd.teachers import Annotation
@@ -64,7 +64,8 @@ def sampled_answers(student: Student, task: Task, questions: Sequence[Example], 
     the progress."""
     prompts = [task.prompt(e) for e in questions]
     key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
-           "temperature": settings.temperature, "seed": seed, "task_version": task.version, **decoding.key()}
+           "temperature": settings.temperature, "seed": seed, "task_version": task.version, "sampler": SAMPLER,
+           **decoding.key()}
     with timing.phase("sample"):
         texts = cache.fetch("samples", key, lambda: sample_texts(
             student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from tailkd.models import Student, generate_texts
+from tailkd.models.generation import longest_first
 from tailkd.progress import batches
 from tailkd.tasks import Example, Task
 
@@ -30,6 +31,11 @@ def summarise(answers: Sequence[str | None], teacher_answer: str | None = None) 
     return Consistency(tuple(answers), len(counts), majority_count / len(answers), majority_answer, agreement)
 
 
+# how samples are drawn, in the signal cache's key (samples drawn another way are other samples): 2 takes
+# batches of prompts longest first and decodes causal students with decode_causal; 1 was generate's order
+SAMPLER = 2
+
+
 @torch.no_grad()
 def sample_texts(
     student: Student,
@@ -43,18 +49,21 @@ def sample_texts(
     seed: int = 0,
     desc: str = "sampling the student",
 ) -> list[list[str]]:
-    """k sampled continuations per prompt, one batched ``generate`` call (``num_return_sequences=k``)
-    per batch. The global RNG is seeded inside a fork and restored after, so what runs next (stage 2's
-    dropout) does not depend on whether these samples were drawn or read from a cache. ``desc`` names
-    the progress: sampling a whole pool on a CPU takes the better part of an hour."""
+    """k sampled continuations per prompt, in the order given; ``batch_size`` prompts a batch, taken
+    longest first, each computed once for its k samples (``generate_texts``). The global RNG is seeded
+    inside a fork and restored after, so what runs next (stage 2's dropout) does not depend on whether
+    these samples were drawn or read from a cache. ``desc`` names the progress: sampling a whole pool
+    on a CPU takes the better part of an hour."""
     devices = [student.model.device] if student.model.device.type == "cuda" else []
-    out: list[list[str]] = []
+    order = longest_first(student.tokenizer, prompts)
+    out: list[list[str]] = [[] for _ in prompts]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for batch in batches(list(prompts), batch_size, f"{desc} (k={k})", unit="q"):
-            texts = generate_texts(student, batch, max_new_tokens, stop=stop, do_sample=True,
-                                   temperature=temperature, num_return_sequences=k)
-            out += [texts[i * k:(i + 1) * k] for i in range(len(batch))]
+        for batch in batches(order, batch_size, f"{desc} (k={k})", unit="q"):
+            texts = generate_texts(student, [prompts[i] for i in batch], max_new_tokens, stop=stop,
+                                   do_sample=True, temperature=temperature, num_return_sequences=k)
+            for j, i in enumerate(batch):
+                out[i] = texts[j * k:(j + 1) * k]
     return out
 
 

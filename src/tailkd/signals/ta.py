@@ -1,6 +1,6 @@
 """The teaching assistant: a model that scores how much it believes an output (rationale + answer).
 
-Two readings from one teacher-forced forward pass per batch:
+Two readings from one teacher-forced forward pass per text (batched, longest texts first):
 - ``mean_logprob``: the target's log-likelihood given the question, averaged over its tokens;
 - ``answer_prob``: the probability of the answer's tokens given the question and the rationale.
 ``confidence`` combines them (``ta.confidence``): ``likelihood`` = exp(mean_logprob), the per-token
@@ -13,16 +13,18 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from tailkd.errors import ConfigError
 from tailkd.models import Student
+from tailkd.models.generation import eval_mode
 from tailkd.progress import batches
 from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
 from tailkd.tasks import Task
-from tailkd.training.loss import IGNORE_INDEX
+from tailkd.training.loss import IGNORE_INDEX, scored_positions
+from tailkd.training.module import head_on
 
 CONFIDENCES = ("mean", "likelihood", "answer")
+Pieces = tuple[list[int], list[int], list[bool]]  # prompt ids, target ids, which target ids carry the answer
 
 
 class LanguageModelTA:
@@ -42,7 +44,7 @@ class LanguageModelTA:
         """Everything the score of ``item`` depends on besides the weights: the exact texts."""
         return self.texts(item)
 
-    def _pieces(self, item: Scored) -> tuple[list[int], list[int], list[bool]]:
+    def _pieces(self, item: Scored) -> Pieces:
         """Prompt ids, target ids, and which target ids carry the answer.
 
         The target is tokenised whole, as in training, and the answer's tokens are found by their
@@ -62,16 +64,19 @@ class LanguageModelTA:
 
     @torch.no_grad()
     def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
-        was_training = self.model.model.training
-        self.model.model.eval()
-        scores: list[TAScore] = []
-        for batch in batches(items, self.batch_size, desc, unit="output"):
-            scores += self._score_batch(batch)
-        self.model.model.train(was_training)
+        """The scores of ``items``, in their order. Batches take the items longest first, so each pads to
+        about its own length, and the first needs the most memory, where running out costs least."""
+        pieces = [self._pieces(item) for item in items]
+        order = sorted(range(len(items)), key=lambda i: -(len(pieces[i][0]) + len(pieces[i][1])))
+        scores: list[TAScore] = [None] * len(items)  # type: ignore[list-item]
+        with eval_mode(self.model.model):
+            for batch in batches(order, self.batch_size, desc, unit="output"):
+                for i, score in zip(batch, self._score_batch([items[i] for i in batch], [pieces[i] for i in batch])):
+                    scores[i] = score
         return scores
 
-    def _score_batch(self, items: Sequence[Scored]) -> list[TAScore]:
-        pieces = [self._pieces(item) for item in items]
+    def _score_batch(self, items: Sequence[Scored], pieces: Sequence[Pieces]) -> list[TAScore]:
+        """One teacher-forced pass over the batch (right-padded to its longest)."""
         pad = self.model.tokenizer.pad_token_id
         causal = self.model.is_causal
         seqs = [p + t if causal else p for p, t, _ in pieces]
@@ -89,22 +94,42 @@ class LanguageModelTA:
             labels[row, : len(target)] = torch.tensor(target)
             answer[row, : len(mask)] = torch.tensor(mask)
         device = self.model.model.device
-        kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-        if not causal:
-            kwargs["labels"] = labels.to(device)
-        logits = self.model.model(**kwargs).logits.float().cpu()
-        if causal:
-            logits, labels, answer = logits[:, :-1], labels[:, 1:], answer[:, 1:]
-        logprob = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        logprob, labels, answer = self._target_logprobs(input_ids.to(device), attention.to(device), labels.to(device),
+                                                        answer.to(device))
         valid = labels != IGNORE_INDEX
+        mean_lps = ((logprob * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)).tolist()
+        answer_lps = (logprob * answer).sum(dim=1).tolist()
         out = []
-        for row, item in enumerate(items):
-            mean_lp = (logprob[row] * valid[row]).sum().item() / max(1, valid[row].sum().item())
-            answer_prob = math.exp((logprob[row] * answer[row]).sum().item()) if item.answer else 0.0
+        for item, mean_lp, answer_lp in zip(items, mean_lps, answer_lps):
+            answer_prob = math.exp(answer_lp) if item.answer else 0.0
             likelihood = math.exp(mean_lp)
             confidence = {"mean": (likelihood + answer_prob) / 2, "likelihood": likelihood, "answer": answer_prob}
             out.append(TAScore(confidence[self.confidence], mean_lp, answer_prob))
         return out
+
+    def _target_logprobs(self, input_ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor,
+                         answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The log-probability of each target token (0 elsewhere), with the labels and answer marks aligned to
+        it, all on the model's device. A decoder-only model's LM head and float32 log-softmax read only the
+        positions whose next token is a target (the prompt and padding are most of the others: their logits
+        would be most of the vocabulary-wide work, and of the memory); an encoder-decoder's decoder reads
+        the targets only."""
+        model = self.model.model
+        if not self.model.is_causal:
+            logits = model(input_ids=input_ids, attention_mask=attention, labels=labels).logits
+            scored = labels != IGNORE_INDEX
+            logits = logits[scored]
+        else:
+            scored = scored_positions(labels)
+            with head_on(model, scored):
+                logits = model(input_ids=input_ids, attention_mask=attention).logits
+            if logits.dim() == 3:  # a model whose logits do not come from its output embeddings module
+                logits = logits[scored]
+            labels, answer = labels[:, 1:], answer[:, 1:]
+            scored = scored[:, :-1]
+        logprob = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        logprob[scored] = logits.float().log_softmax(dim=-1).gather(1, labels[scored][:, None]).squeeze(1)
+        return logprob, labels, answer
 
 
 DEFAULT_JUDGE_PROMPT = (
@@ -152,8 +177,6 @@ class JudgeTA:
 
     @torch.no_grad()
     def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
-        from tailkd.models.generation import eval_mode
-
         tok, model = self.model.tokenizer, self.model.model
         out: list[TAScore] = []
         with eval_mode(model):

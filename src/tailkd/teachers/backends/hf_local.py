@@ -16,7 +16,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from tailkd.errors import ConfigError
 from tailkd.models.embedded import EMBEDDED
-from tailkd.models.generation import cut_at_stop, generate_texts
+from tailkd.models.generation import cut_at_stop, generate_texts, hf_generate_texts
 from tailkd.models.student import DTYPES, Student, load_student
 from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
 
@@ -94,7 +94,7 @@ class _PerRowDecoding(LogitsProcessor):
 
 
 class _GenerateWith:
-    """Hands ``generate_texts`` a model whose ``generate`` also gets our logits processor, so
+    """Hands ``hf_generate_texts`` a model whose ``generate`` also gets our logits processor, so
     tokenisation, padding side, decoding and stripping stay those of the students' generation."""
 
     def __init__(self, model: torch.nn.Module, processor: _PerRowDecoding):
@@ -345,10 +345,12 @@ class HFLocalBackend:
     def _generate(self, student: Student, prompts: list[str], rows: list[_Row]) -> list[str]:
         max_new_tokens = max(row.max_new_tokens for row in rows)
         needs_processor = any(row.seed is not None or row.max_new_tokens < max_new_tokens for row in rows)
-        if needs_processor:
-            processor = _PerRowDecoding(rows, student.tokenizer.eos_token_id)
-            student = Student(_GenerateWith(student.model, processor), student.tokenizer, student.arch, student.name)
-        return generate_texts(student, prompts, max_new_tokens, do_sample=False)
+        if not needs_processor:
+            return generate_texts(student, prompts, max_new_tokens, do_sample=False)
+        # per-row seeds and limits are a logits processor, which only transformers' generate takes
+        processor = _PerRowDecoding(rows, student.tokenizer.eos_token_id)
+        wrapped = Student(_GenerateWith(student.model, processor), student.tokenizer, student.arch, student.name)
+        return hf_generate_texts(wrapped, prompts, max_new_tokens, do_sample=False)
 
 
 def _looks_like_path(location: str) -> bool:
