@@ -319,10 +319,12 @@ def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_pat
     assert (tmp_path / "predictions_before.jsonl").exists()
 
 
-def test_rescore_reproduces_a_runs_own_ta_and_scores_with_another(tmp_path, capsys):
+def test_rescore_reproduces_a_runs_own_ta_and_scores_with_another(tmp_path, capsys, monkeypatch):
     """tailkd-rescore with the run's own TA gives its numbers exactly (paired difference 0); another
     TA scores the same annotations; a folder that is no run is refused by name."""
     from tailkd.cli.rescore import main as rescore
+
+    monkeypatch.setenv("TAILKD_CACHE_DIR", str(tmp_path / "cache"))  # the run scores, not an earlier run's cache
 
     proc = train(tmp_path / "run", "experiment=smoke", "method=tail", "signals=ta_teacher",
                  "teacher.corruption.rate=0.4", "logger=csv")

@@ -292,6 +292,22 @@ def test_the_ta_key_holds_the_target_text_it_scored(tmp_path):
     assert cache.hits == 0 and reworded != _measure(student, plain, SignalCache(None), settings=settings)
 
 
+def test_scores_cached_by_an_earlier_version_of_the_ta_are_not_served(tmp_path, monkeypatch):
+    """A change to how the TA computes moves its numbers (batching, rounding): the cache keys scores by
+    the TA's version, so a run never mixes the earlier code's scores with its own (tailkd-rescore with
+    the run's TA then reproduces the run exactly)."""
+    student = tiny_student(init_seed=4)
+    cache = SignalCache(tmp_path)
+    settings = SignalSettings.from_cfg({"ta_teacher": {"enabled": True}})
+    ta = LanguageModelTA(student, chain_task())
+    _measure(student, ta, cache, settings=settings)
+    _measure(student, ta, cache, settings=settings)
+    assert cache.hits == 1
+    monkeypatch.setattr(LanguageModelTA, "version", LanguageModelTA.version + 1)
+    _measure(student, ta, cache, settings=settings)
+    assert cache.hits == 1  # scored again, not read from what version 2 wrote
+
+
 def test_the_global_rng_after_signals_does_not_depend_on_the_cache(tmp_path):
     sc = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}})
 

@@ -33,9 +33,11 @@ class TAScore:
 class TeachingAssistant(Protocol):
     """A TA's identity, which keys its cached scores with the texts it read: ``model`` (the scoring
     model, None for a rule), ``confidence`` (what its confidence reads) and ``batch_size`` (None where
-    scores do not depend on batching)."""
+    scores do not depend on batching) and ``version`` (how it computes: a change that moves its numbers,
+    even by rounding, bumps it, so that scores cached by the earlier code are not served as its own)."""
 
     model: Student | None
+    version: int
     confidence: str | None
     batch_size: int | None
 

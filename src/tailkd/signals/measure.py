@@ -91,7 +91,7 @@ def ta_scores(ta: TeachingAssistant, items: Sequence[Scored], cache: SignalCache
               desc: str = "TA: scoring") -> list[TAScore]:
     """The TA's scores of ``items``, keyed by its identity and the exact texts it reads (``ta.key``);
     ``desc`` names the progress."""
-    identity = {"ta": type(ta).__name__, "confidence": ta.confidence, "batch_size": ta.batch_size,
+    identity = {"ta": type(ta).__name__, "version": ta.version, "confidence": ta.confidence, "batch_size": ta.batch_size,
                 "weights": cache.model_id(ta.model.model) if ta.model is not None else None}
     key = {**identity, "items": [ta.key(item) for item in items]}
     with timing.phase("ta"):

@@ -28,6 +28,8 @@ Pieces = tuple[list[int], list[int], list[bool]]  # prompt ids, target ids, whic
 
 
 class LanguageModelTA:
+    version = 2  # 2: longest-first batches, the LM head at target positions only; 1: every position, float32 on the CPU
+
     def __init__(self, model: Student, task: Task, *, batch_size: int = 16, confidence: str = "mean"):
         if confidence not in CONFIDENCES:
             raise ConfigError(f"ta.confidence={confidence!r} is unknown; choose one of {list(CONFIDENCES)}")
@@ -144,6 +146,8 @@ class JudgeTA:
     reply's first token is compared for " yes"/"yes"/"Yes" against " no"/"no"/"No" (each the first token
     of those words). Renormalising over the two keeps a model that prefers to start its reply with
     something else (a space, "The") from reading as doubt. One forward pass per batch."""
+
+    version = 1
 
     def __init__(self, model: Student, task: Task, *, batch_size: int = 16, prompt: str = DEFAULT_JUDGE_PROMPT):
         import jinja2

@@ -67,6 +67,7 @@ class ArithmeticVerifierTA:
     model = None
     confidence = None
     batch_size = None
+    version = 1
 
     def key(self, item: Scored) -> tuple[str | None, str | None]:
         return item.rationale, item.answer
