@@ -84,8 +84,7 @@ def generate_texts(
     with eval_mode(student.model):
         ids = decode_causal(student, prompts, max_new_tokens, k=num_return_sequences, stop=stop,
                             temperature=temperature if do_sample else 0.0)
-    texts = student.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return [cut_at_stop(t, stop).strip() for t in texts]
+    return _decoded(student.tokenizer, ids, stop)
 
 
 @torch.no_grad()
@@ -120,8 +119,13 @@ def hf_generate_texts(
         output = model.generate(**encoded, **kwargs)
     if student.is_causal:
         output = output[:, encoded["input_ids"].shape[1]:]
-    texts = tokenizer.batch_decode(output, skip_special_tokens=True)
-    return [cut_at_stop(t, stop).strip() for t in texts]
+    return _decoded(tokenizer, output, stop)
+
+
+def _decoded(tokenizer, ids, stop: Sequence[str]) -> list[str]:
+    """The texts of generated ``ids``, each cut at its first stop string and stripped: what every
+    decoding path returns, so that the two paths' outputs compare equal."""
+    return [cut_at_stop(t, stop).strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
 @torch.no_grad()
