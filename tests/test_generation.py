@@ -121,3 +121,22 @@ def test_sampling_near_temperature_zero_is_greedy_and_in_the_order_given():
     greedy = generate_texts(student, PROMPTS, 8)
     samples = sample_texts(student, PROMPTS, 8, k=2, temperature=1e-6, batch_size=2)
     assert samples == [[text, text] for text in greedy]
+
+
+def test_a_greedy_row_beside_the_samples_decodes_greedily_and_leaves_the_samples_as_drawn():
+    student = lively_student()
+    torch.manual_seed(3)
+    samples = decode_causal(student, PROMPTS, 10, k=3, temperature=1.0)
+    torch.manual_seed(3)
+    both = decode_causal(student, PROMPTS, 10, k=3, temperature=1.0, and_greedy=True)
+    greedy = decode_causal(student, PROMPTS, 10)
+    assert [row for i, row in enumerate(both) if i % 4 != 3] == samples
+    assert [row for i, row in enumerate(both) if i % 4 == 3] == greedy
+    assert len({tuple(row) for row in samples}) > len(PROMPTS)  # samples that differ from one another
+
+
+def test_texts_with_their_greedy_output_come_last_in_each_prompts_list():
+    student = lively_student()
+    texts = sample_texts(student, PROMPTS, 8, k=2, temperature=1.0, batch_size=3, and_greedy=True)
+    assert [t[-1] for t in texts] == generate_texts(student, PROMPTS, 8)
+    assert all(len(t) == 3 for t in texts)

@@ -8,6 +8,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.signals import Decoding, Measured, SignalCache, SignalSettings, measure_signals, weigh
 from tailkd.signals.combine import combine, normalise
+from tailkd.signals.measure import greedy_outputs
 from tailkd.signals.self_consistency import self_consistency, summarise
 from tailkd.signals.ta import LanguageModelTA, Scored, TAScore
 from tailkd.signals.verifier import ArithmeticVerifierTA, check_arithmetic
@@ -208,14 +209,14 @@ def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, mon
     fresh = _measure(tiny_student(init_seed=4), ta, None)
     first = SignalCache(tmp_path, {"precision": "32-true"})
     assert _measure(tiny_student(init_seed=4), ta, first) == fresh and first.hits == 0
-    assert len(list(tmp_path.glob("*.json"))) == 4  # samples, greedy outputs, TA on student, TA on teacher
+    assert len(list(tmp_path.glob("*.json"))) == 3  # samples with the greedy outputs, TA on student, TA on teacher
 
     calls = []
     original = M.sample_texts
     monkeypatch.setattr(M, "sample_texts", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     again = SignalCache(tmp_path, {"precision": "32-true"})
     assert _measure(tiny_student(init_seed=4), ta, again) == fresh  # a new object, equal weights
-    assert again.hits == 4 and calls == []
+    assert again.hits == 3 and calls == []
 
     other = SignalCache(tmp_path, {"precision": "32-true"})
     # different weights: samples and outputs again; the TA's scores are shared where it reads the same texts
@@ -225,6 +226,22 @@ def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, mon
     bf16 = SignalCache(tmp_path, {"precision": "bf16-mixed"})
     _measure(tiny_student(init_seed=4), ta, bf16)
     assert bf16.hits == 0
+
+
+def test_the_students_greedy_output_is_decoded_in_the_pass_that_samples_it():
+    """ta_student judges the student's greedy output: one more row per question in the sampling batches,
+    not a second pass over the questions (which computed every prompt again)."""
+    student = tiny_student(init_seed=4)
+    prompt_passes = []
+    student.model.register_forward_pre_hook(
+        lambda m, a, kw: prompt_passes.append(1) if kw.get("input_ids", a[0] if a else None).shape[1] > 1 else None,
+        with_kwargs=True)
+    ta = LanguageModelTA(tiny_student(init_seed=5), chain_task(), batch_size=4)
+    measured = _measure(student, ta, None)
+    questions = len({m.annotation.example_id for m in measured})
+    assert len(prompt_passes) == -(-questions // DECODING.batch_size)
+    alone = greedy_outputs(student, chain_task(), EXAMPLES, DECODING, SignalCache(None))  # a pass of its own
+    assert [m.student_output for m in measured] == [alone[m.annotation.example_id] for m in measured]
 
 
 def test_answers_already_sampled_are_reused_and_only_the_other_questions_sampled(monkeypatch):

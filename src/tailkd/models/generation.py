@@ -74,16 +74,25 @@ def generate_texts(
     do_sample: bool = False,
     temperature: float = 1.0,
     num_return_sequences: int = 1,
+    and_greedy: bool = False,
 ) -> list[str]:
     """Continuations of ``prompts`` (``num_return_sequences`` per prompt, prompt-major order), cut at
     the first stop string and stripped, all prompts in one batch: callers batch, this function does
-    not split. Sampling is plain multinomial sampling at ``temperature`` (no top-k, no top-p)."""
+    not split. Sampling is plain multinomial sampling at ``temperature`` (no top-k, no top-p).
+    ``and_greedy`` (with ``do_sample``): each prompt's samples are followed by its greedy continuation,
+    decoded in the same batch as one more row on the prompt's cache."""
+    and_greedy = and_greedy and do_sample
     if not student.is_causal or _world_size() > 1:
-        return hf_generate_texts(student, prompts, max_new_tokens, stop=stop, do_sample=do_sample,
-                                 temperature=temperature, num_return_sequences=num_return_sequences)
+        texts = hf_generate_texts(student, prompts, max_new_tokens, stop=stop, do_sample=do_sample,
+                                  temperature=temperature, num_return_sequences=num_return_sequences)
+        if not and_greedy:
+            return texts
+        greedy = hf_generate_texts(student, prompts, max_new_tokens, stop=stop)
+        k = num_return_sequences
+        return [t for i, g in enumerate(greedy) for t in (*texts[i * k:(i + 1) * k], g)]
     with eval_mode(student.model):
         ids = decode_causal(student, prompts, max_new_tokens, k=num_return_sequences, stop=stop,
-                            temperature=temperature if do_sample else 0.0)
+                            temperature=temperature if do_sample else 0.0, and_greedy=and_greedy)
     return _decoded(student.tokenizer, ids, stop)
 
 
@@ -130,16 +139,20 @@ def _decoded(tokenizer, ids, stop: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int, *, k: int = 1,
-                  stop: Sequence[str] = (), temperature: float = 0.0) -> list[list[int]]:
+                  stop: Sequence[str] = (), temperature: float = 0.0, and_greedy: bool = False) -> list[list[int]]:
     """The new token ids of ``k`` continuations per prompt (prompt-major), EOS included where one ended
     a row: greedy at ``temperature`` 0, else sampled from softmax(logits / temperature) (:class:`NextTokens`).
+    ``and_greedy``: one more row per prompt, after its k, decoded greedily: the student's own output
+    costs one row more in a batch that computes the prompt anyway, not a pass of its own. The samples
+    draw the same random numbers with or without it.
 
     The prompts are computed once, left-padded, with positions counted from each row's first real
     token as ``generate`` counts them; the cache is then repeated k times. A row leaves the batch
     (its cache rows dropped) once it ends: EOS, ``max_new_tokens``, or a stop string settled in the
     text decoded so far (:func:`settled_by_stop`)."""
     tokenizer, model = student.tokenizer, student.model
-    n_rows = len(prompts) * k
+    per_prompt = k + int(and_greedy)
+    n_rows = len(prompts) * per_prompt
     produced: list[list[int]] = [[] for _ in range(n_rows)]
     if n_rows == 0 or max_new_tokens < 1:
         return produced
@@ -153,14 +166,15 @@ def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int,
     cache_arg = _cache_argument(model)
     logits = model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions,
                    use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
-    cache.batch_repeat_interleave(k)
-    logits = logits.repeat_interleave(k, dim=0)
-    mask = mask.repeat_interleave(k, dim=0)
-    position = positions[:, -1].repeat_interleave(k, dim=0) + 1
+    cache.batch_repeat_interleave(per_prompt)
+    logits = logits.repeat_interleave(per_prompt, dim=0)
+    mask = mask.repeat_interleave(per_prompt, dim=0)
+    position = positions[:, -1].repeat_interleave(per_prompt, dim=0) + 1
     live = list(range(n_rows))  # the output row of each row of the batch
     next_tokens = NextTokens(temperature)
     for step in range(max_new_tokens):
-        tokens = next_tokens(logits)
+        greedy = torch.tensor([row % per_prompt == k for row in live], device=logits.device) if and_greedy else None
+        tokens = next_tokens(logits, greedy)
         for row, token in zip(live, tokens.tolist()):
             produced[row].append(token)
         ended = ended_rows(tokenizer, [produced[row] for row in live], stop)
@@ -208,9 +222,17 @@ class NextTokens:
         self._weights: torch.Tensor | None = None
         self._cumulative: torch.Tensor | None = None
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, greedy: torch.Tensor | None = None) -> torch.Tensor:
+        """``greedy``: a mask of rows that take the most likely token whatever the temperature; only
+        the others draw random numbers."""
         if self.temperature <= 0:
             return logits.argmax(dim=-1)
+        if greedy is not None and bool(greedy.any()):
+            tokens = logits.argmax(dim=-1)
+            sampled = ~greedy
+            if bool(sampled.any()):
+                tokens[sampled] = self(logits[sampled])
+            return tokens
         if self._weights is None or self._weights.shape[0] < logits.shape[0]:
             self._weights = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
             self._cumulative = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)

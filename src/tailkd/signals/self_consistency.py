@@ -48,22 +48,25 @@ def sample_texts(
     stop: Sequence[str] = (),
     seed: int = 0,
     desc: str = "sampling the student",
+    and_greedy: bool = False,
 ) -> list[list[str]]:
     """k sampled continuations per prompt, in the order given; ``batch_size`` prompts a batch, taken
-    longest first, each computed once for its k samples (``generate_texts``). The global RNG is seeded
+    longest first, each computed once for its k samples (``generate_texts``). ``and_greedy``: each
+    prompt's list ends with its greedy continuation, a (k+1)-th text decoded in the same batch. The global RNG is seeded
     inside a fork and restored after, so what runs next (stage 2's dropout) does not depend on whether
     these samples were drawn or read from a cache. ``desc`` names the progress: sampling a whole pool
     on a CPU takes the better part of an hour."""
     devices = [student.model.device] if student.model.device.type == "cuda" else []
     order = longest_first(student.tokenizer, prompts)
     out: list[list[str]] = [[] for _ in prompts]
+    per_prompt = k + int(and_greedy)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for batch in batches(order, batch_size, f"{desc} (k={k})", unit="q"):
-            texts = generate_texts(student, [prompts[i] for i in batch], max_new_tokens, stop=stop,
-                                   do_sample=True, temperature=temperature, num_return_sequences=k)
+        for batch in batches(order, batch_size, f"{desc} (k={k}{' + greedy' if and_greedy else ''})", unit="q"):
+            texts = generate_texts(student, [prompts[i] for i in batch], max_new_tokens, stop=stop, do_sample=True,
+                                   temperature=temperature, num_return_sequences=k, and_greedy=and_greedy)
             for j, i in enumerate(batch):
-                out[i] = texts[j * k:(j + 1) * k]
+                out[i] = texts[j * per_prompt:(j + 1) * per_prompt]
     return out
 
 
