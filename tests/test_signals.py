@@ -228,6 +228,16 @@ def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, mon
     assert bf16.hits == 0
 
 
+def test_token_logprobs_taken_a_few_rows_at_a_time_are_log_softmax():
+    from tailkd.signals.ta import LOGPROB_ROWS, token_logprobs
+
+    torch.manual_seed(0)
+    logits = (torch.randn(LOGPROB_ROWS * 2 + 5, 300) * 4).bfloat16()
+    targets = torch.randint(0, 300, (len(logits),))
+    expected = logits.float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    assert torch.allclose(token_logprobs(logits, targets), expected, atol=1e-5)
+
+
 def test_the_students_greedy_output_is_decoded_in_the_pass_that_samples_it():
     """ta_student judges the student's greedy output: one more row per question in the sampling batches,
     not a second pass over the questions (which computed every prompt again)."""
