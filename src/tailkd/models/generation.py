@@ -228,7 +228,8 @@ class NextTokens:
         if self.temperature <= 0:
             return logits.argmax(dim=-1)
         if greedy is not None and bool(greedy.any()):
-            tokens = logits.argmax(dim=-1)
+            tokens = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+            tokens[greedy] = logits[greedy].argmax(dim=-1)
             sampled = ~greedy
             if bool(sampled.any()):
                 tokens[sampled] = self(logits[sampled])
