@@ -98,7 +98,7 @@ def test_question_parsing_and_near_duplicates():
 
 def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
     from tailkd.tasks import load_task_data
-    from tailkd.teachers.align import dpo_align, margins
+    from tailkd.teachers.align import DPOSettings, dpo_align, margins
     from tailkd.teachers.backends.hf_local import HFLocalBackend
 
     from helpers import task_cfg
@@ -111,8 +111,9 @@ def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
     pairs = [{"prompt": f"Question: {e.question}\nAnswer:", "chosen": f" {e.rationale} The answer is {e.answer}.",
               "rejected": " I do not know."} for e in data.train[:8]]
     before = margins(backend.student.model, backend.student.tokenizer, pairs)
-    stats = dpo_align(backend, pairs, {"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 4,
-                                       "lora": {"r": 4, "alpha": 8}}, tmp_path / "adapter", seed=0)
+    settings = DPOSettings.from_cfg({"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 4, "accumulate": 1,
+                                     "lora": {"r": 4, "alpha": 8}})
+    stats = dpo_align(backend, pairs, settings, tmp_path / "adapter", seed=0)
     assert stats["dpo_margin_before"] == pytest.approx(sum(before) / 8, abs=1e-4)
     assert stats["dpo_margin_after"] > stats["dpo_margin_before"] + 0.1
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
@@ -174,3 +175,23 @@ def test_bad_arte_settings():
         Arte(strategies=["only one"], question_prompt="q", rationale_prompt="r")
     with pytest.raises(ConfigError, match="draft_share"):
         _arte(draft_share=1.5)
+
+
+def test_dpo_settings_default_to_arte_yaml_and_refuse_unknown_or_mistyped_keys():
+    """One owner of DPO's defaults: a config that leaves a key out gets arte.yaml's value (the batch
+    size was 8 in the code and 2 in arte.yaml)."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from tailkd.config import config_dir
+    from tailkd.errors import ConfigError
+    from tailkd.teachers.align import DPOSettings
+
+    documented = OmegaConf.to_container(OmegaConf.load(config_dir() / "method" / "arte.yaml").dpo)
+    assert asdict(DPOSettings.from_cfg(documented)) == asdict(DPOSettings())
+    assert DPOSettings.from_cfg({"lora": {"target_modules": ["q_proj"]}}).lora.target_modules == ("q_proj",)
+    for bad, named in (({"warmup_steps": 3}, "warmup_steps"), ({"lora": {"rank": 4}}, "rank"),
+                       ({"batch_size": "two"}, "two")):
+        with pytest.raises(ConfigError, match=named):
+            DPOSettings.from_cfg(bad)

@@ -120,3 +120,15 @@ def test_readme_test_command_is_what_ci_runs(repo: Path):
     assert len(commands) == 2, "the README's quick start has exactly two commands"
     assert "torch==2.13.0" in commands[0] and "tailkd-train" in commands[0]
     assert commands[1] in ci.splitlines()
+
+
+def test_signal_settings_default_to_what_conf_signals_all_says():
+    """A signals config that leaves a setting out gets all.yaml's value, not another default in the code
+    (floor was 0.1 in all.yaml and 0.0 in the code)."""
+    from dataclasses import replace
+
+    from tailkd.signals import SignalSettings
+
+    composed = SignalSettings.from_cfg(OmegaConf.to_container(_compose(["signals=all"]).signals, resolve=True))
+    assert composed == replace(SignalSettings(), enabled=composed.enabled)
+    assert composed.enabled == ("self_consistency", "ta_student", "ta_teacher")

@@ -31,6 +31,7 @@ from tailkd.errors import ConfigError
 from tailkd.methods import pipeline as P
 from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
 from tailkd.teachers import Budget
+from tailkd.teachers.align import DPOSettings
 from tailkd.teachers.drafting import (
     DraftQuestion,
     DraftRationale,
@@ -47,9 +48,10 @@ DRAFT_TRAINING = ("best", "none")
 
 
 class Arte:
-    def __init__(self, name: str = "arte", align: str = "dpo", seed_questions: int = 3, num_questions: int = 250,
-                 strategies: Sequence[str] = ("Let's think step by step.",), question_prompt: str = "",
-                 rationale_prompt: str = "", question_temperature: float = 1.0, rationale_temperature: float = 0.7,
+    # the strategies and prompts have no defaults here: conf/method/arte.yaml holds the only ones
+    def __init__(self, *, strategies: Sequence[str], question_prompt: str, rationale_prompt: str,
+                 name: str = "arte", align: str = "dpo", seed_questions: int = 3, num_questions: int = 250,
+                 question_temperature: float = 1.0, rationale_temperature: float = 0.7,
                  dedup_threshold: float = 0.8, preference_size: int = 40, preference_selection: str = "varied",
                  preference_candidates: int = 120, preference_probes: int = 4, question_quartile: float = 0.25,
                  train_on_drafts: str = "best", max_tailored: int = 1000, draft_share: float = 0.5,
@@ -78,7 +80,7 @@ class Arte:
         self.question_quartile = float(question_quartile)
         self.train_on_drafts, self.max_tailored = train_on_drafts, int(max_tailored)
         self.draft_share = float(draft_share)
-        self.dpo = dict(dpo or {})
+        self.dpo = DPOSettings.from_cfg(dpo)
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if self.align == "dpo" and cfg.teacher.backend != "hf_local":

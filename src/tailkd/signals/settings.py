@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tailkd.errors import ConfigError
@@ -23,37 +23,42 @@ USES = ("weight", "filter", "select")
 
 @dataclass(frozen=True)
 class SignalSettings:
-    enabled: tuple[str, ...]
-    values: Mapping[str, str]
-    weights: Mapping[str, float]
-    use: str
-    normalise: str
-    softmax_temperature: float
-    combine: str
-    floor: float
-    filter_threshold: float
-    k: int
-    temperature: float
+    """What the ``signals`` group asks for. The defaults are conf/signals/all.yaml's (a test holds them
+    equal): a signals config that leaves a setting out gets the documented one, not another."""
+
+    enabled: tuple[str, ...] = ()  # a signal left out of the config is off
+    values: Mapping[str, str] = field(default_factory=lambda: {name: VALUES[name][0] for name in SIGNALS})
+    weights: Mapping[str, float] = field(default_factory=lambda: {name: 1.0 for name in SIGNALS})
+    use: str = "weight"
+    normalise: str = "rank"
+    softmax_temperature: float = 1.0
+    combine: str = "product"
+    floor: float = 0.1
+    filter_threshold: float = 0.2
+    k: int = 8
+    temperature: float = 0.7
     select_candidates: int | None = None  # use=select: how many unbought questions are sampled (None: all)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> SignalSettings:
+        default = cls()
         enabled, values, weights = [], {}, {}
         for name in SIGNALS:
             node = cfg.get(name) or {}
-            value = node.get("value", VALUES[name][0])
+            value = node.get("value", default.values[name])
             if value not in VALUES[name]:
                 raise ConfigError(f"signals.{name}.value={value!r} is unknown; choose one of {list(VALUES[name])}")
-            values[name], weights[name] = value, float(node.get("weight", 1.0))
+            values[name], weights[name] = value, float(node.get("weight", default.weights[name]))
             if node.get("enabled", False):
                 enabled.append(name)
+        sampling = cfg.get("self_consistency") or {}
+        select_candidates = cfg.get("select_candidates", default.select_candidates)
         settings = cls(
-            tuple(enabled), values, weights, cfg.get("use", "weight"), cfg.get("normalise", "rank"),
-            float(cfg.get("softmax_temperature", 1.0)), cfg.get("combine", "product"),
-            float(cfg.get("floor", 0.0)), float(cfg.get("filter_threshold", 0.2)),
-            int((cfg.get("self_consistency") or {}).get("k", 8)),
-            float((cfg.get("self_consistency") or {}).get("temperature", 0.7)),
-            None if cfg.get("select_candidates") is None else int(cfg.get("select_candidates")),
+            tuple(enabled), values, weights, cfg.get("use", default.use), cfg.get("normalise", default.normalise),
+            float(cfg.get("softmax_temperature", default.softmax_temperature)), cfg.get("combine", default.combine),
+            float(cfg.get("floor", default.floor)), float(cfg.get("filter_threshold", default.filter_threshold)),
+            int(sampling.get("k", default.k)), float(sampling.get("temperature", default.temperature)),
+            None if select_candidates is None else int(select_candidates),
         )
         checks = [
             (settings.use in USES, f"signals.use={settings.use!r} is unknown; choose one of {list(USES)}"),

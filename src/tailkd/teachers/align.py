@@ -12,6 +12,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,54 @@ from tailkd.errors import ConfigError
 from tailkd.progress import Progress, track
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None  # None: every linear layer
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """``method.dpo``: TRL's DPOTrainer with a LoRA adapter on the teacher. These defaults are
+    conf/method/arte.yaml's (a test holds them equal); an unknown key is refused, not ignored."""
+
+    beta: float = 0.1
+    lr: float = 5e-5
+    epochs: float = 1.0
+    batch_size: int = 2  # pairs per step; memory grows with batch_size x length x vocabulary
+    accumulate: int = 4
+    warmup_ratio: float = 0.1
+    schedule: str = "cosine"
+    max_length: int = 1024
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any] | None) -> DPOSettings:
+        cfg = dict(cfg or {})
+        lora = dict(cfg.pop("lora", None) or {})
+        for where, given, known in (("method.dpo", cfg, cls), ("method.dpo.lora", lora, LoraSettings)):
+            unknown = sorted(set(given) - {f.name for f in fields(known)})
+            if unknown:
+                raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {[f.name for f in fields(known)]}")
+        try:
+            targets = lora.pop("target_modules", None)
+            adapter = LoraSettings(**{k: type(getattr(LoraSettings(), k))(v) for k, v in lora.items()},
+                                   target_modules=tuple(targets) if targets else None)
+            return cls(**{k: type(getattr(cls(), k))(v) for k, v in cfg.items()}, lora=adapter)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"method.dpo: {err}") from None
+
+    def trl_args(self, **run: Any) -> dict[str, Any]:
+        """DPOConfig's keyword arguments for these settings (``run``: the rest, output folder and seeds)."""
+        # transformers 5 reads a warmup_steps below 1 as a share of the steps (warmup_ratio is deprecated)
+        return dict(beta=self.beta, learning_rate=self.lr, num_train_epochs=self.epochs,
+                    per_device_train_batch_size=self.batch_size, gradient_accumulation_steps=self.accumulate,
+                    warmup_steps=self.warmup_ratio, lr_scheduler_type=self.schedule, max_length=self.max_length,
+                    **run)
 
 
 @torch.no_grad()
@@ -85,7 +134,7 @@ def adapter_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: Mapping[str, Any], out_dir: Path,
+def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, out_dir: Path,
               seed: int = 0) -> dict[str, Any]:
     """Trains a LoRA adapter on the teacher of ``backend`` (hf_local) with DPO on ``pairs``
     (``prompt``/``chosen``/``rejected`` strings), saves it to ``out_dir`` and makes the backend generate
@@ -100,22 +149,16 @@ def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: Mapping[str
     teacher = backend.student
     model, tokenizer = teacher.model, teacher.tokenizer
     before = margins(model, tokenizer, pairs, "DPO: margins before")  # before TRL wraps the model in place
-    lora = dict(settings.get("lora") or {})
+    lora = settings.lora
     on_gpu = model.device.type == "cuda"
     with tempfile.TemporaryDirectory(prefix="tailkd-dpo-") as scratch:
-        args = DPOConfig(
-            output_dir=scratch, beta=float(settings.get("beta", 0.1)), learning_rate=float(settings.get("lr", 5e-5)),
-            num_train_epochs=float(settings.get("epochs", 1)),
-            per_device_train_batch_size=int(settings.get("batch_size", 8)),
-            gradient_accumulation_steps=int(settings.get("accumulate", 1)),
-            warmup_steps=float(settings.get("warmup_ratio", 0.1)), lr_scheduler_type=str(settings.get("schedule", "cosine")),
-            max_length=int(settings.get("max_length", 1024)), report_to="none", save_strategy="no", logging_steps=1,
+        args = DPOConfig(**settings.trl_args(
+            output_dir=scratch, report_to="none", save_strategy="no", logging_steps=1,
             use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(), fp16=False, seed=int(seed),
             data_seed=int(seed), disable_tqdm=True, activation_checkpointing=False, dataloader_pin_memory=False,
-        )
-        peft_config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
-                                 lora_dropout=float(lora.get("dropout", 0.0)),
-                                 target_modules=list(lora["target_modules"]) if lora.get("target_modules") else "all-linear",
+        ))
+        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=list(lora.target_modules) if lora.target_modules else "all-linear",
                                  task_type="CAUSAL_LM")
         trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(list(pairs)),
                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_callback()])
