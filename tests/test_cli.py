@@ -301,7 +301,7 @@ def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_pat
 
     from omegaconf import OmegaConf
 
-    from tailkd.methods import pipeline as P
+    from tailkd.methods import pipeline
 
     class Trainer:
         num_nodes = 1
@@ -316,8 +316,8 @@ def test_eval_before_false_still_evaluates_first_under_several_processes(tmp_pat
     cfg = OmegaConf.create({"trainer": {"eval_before": False}})
     module = SimpleNamespace()
     one, two = Trainer(1), Trainer(2)
-    assert P.evaluate_before(cfg, one, module, None, tmp_path) is None and one.tested == 0
-    assert P.evaluate_before(cfg, two, module, None, tmp_path) == 0.25 and two.tested == 1
+    assert pipeline.evaluate_before(cfg, one, module, None, tmp_path) is None and one.tested == 0
+    assert pipeline.evaluate_before(cfg, two, module, None, tmp_path) == 0.25 and two.tested == 1
     assert (tmp_path / "predictions_before.jsonl").exists()
 
 

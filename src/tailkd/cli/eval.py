@@ -118,7 +118,7 @@ def effective_config(cfg: DictConfig, eff: DictConfig) -> DictConfig:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from tailkd.methods import pipeline as P
+    from tailkd.methods import pipeline
     from tailkd.provenance import provenance
     from tailkd.training import DistillModule
     from tailkd.training.data import EvalDataModule
@@ -144,9 +144,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate_eval(cfg, eff)
     check_trainer_kwargs(eff.trainer.pl)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(effective_config(cfg, eff)))
-    data = P.load_data(eff)
+    data = pipeline.load_data(eff)
     dtype = cfg.dtype or (run_cfg.student.get("dtype") if run_cfg is not None else None) or "float32"
-    student = load_model(location, arch, str(dtype), run_cfg, P.cache_dir(cfg))
+    student = load_model(location, arch, str(dtype), run_cfg, pipeline.cache_dir(cfg))
     stop = list(eff.task.get("until") or [])
     run_results = _run_results(source_run)
     if task_node is not cfg.task and run_results.get("stop_strings") is not None:
@@ -154,7 +154,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = DistillModule(student, data.task, lr=1.0, stop=stop, eval_prompt_prefix=prefix)
     trainer = build_trainer(eff.trainer.pl, [], run_dir)
     datamodule = EvalDataModule(data.test, eff.trainer.eval_batch_size)
-    accuracy, predictions = P.evaluate(trainer, module, datamodule, "test")
+    accuracy, predictions = pipeline.evaluate(trainer, module, datamodule, "test")
     results: dict[str, Any] = {
         "model": str(cfg.model), "loaded_from": location, "source_run": str(source_run) if source_run else None,
         "task": data.task.name, "task_version": data.task.version, "num_test_examples": len(predictions),
@@ -163,7 +163,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if run_results:
         results["run_test_accuracy"] = run_results.get("test_accuracy")
     if k is not None:
-        with P.inference(eff, student, trainer):
+        with pipeline.inference(eff, student, trainer):
             votes = majority_votes(student, data.task, data.test, int(k), float(cfg.eval.temperature),
                                    int(eff.trainer.eval_batch_size), stop, int(cfg.eval.seed))
         for row, vote, example in zip(predictions, votes, data.test):
@@ -172,10 +172,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.update(maj_at_k=int(k), maj_temperature=float(cfg.eval.temperature),
                        test_accuracy_maj_at_k=sum(v.majority_answer == e.answer for v, e in zip(votes, data.test))
                        / max(1, len(votes)))
-    results.update(provenance(device=P.inference_device(trainer), precision=str(trainer.precision), started=started))
+    results.update(provenance(device=pipeline.inference_device(trainer), precision=str(trainer.precision), started=started))
     results["runtime_s"] = round(time.time() - started, 1)
-    P.write_jsonl(run_dir / "predictions.jsonl", predictions)
-    P.write_results(run_dir, results)
+    pipeline.write_jsonl(run_dir / "predictions.jsonl", predictions)
+    pipeline.write_results(run_dir, results)
     log.info("%s on %s: accuracy %.4f%s; results in %s", cfg.model, data.task.name, accuracy,
              f", maj@{k} {results['test_accuracy_maj_at_k']:.4f}" if k else "", run_dir / "results.json")
     return results

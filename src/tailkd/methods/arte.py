@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
-from tailkd.methods import pipeline as P
+from tailkd.methods import pipeline
 from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
 from tailkd.teachers import Budget
 from tailkd.teachers.align import DPOSettings
@@ -89,14 +89,14 @@ class Arte:
         if cfg.teacher.backend in ("simulated", "recorded"):
             raise ConfigError(f"method=arte needs a teacher that writes new questions (openai or hf_local); "
                               f"teacher={cfg.teacher.backend} only answers known ones")
-        run = P.start(cfg, run_dir, self.name)
+        run = pipeline.start(cfg, run_dir, self.name)
         data = run.data
-        collector = P.make_collector(cfg, data, run_dir)
+        collector = pipeline.make_collector(cfg, data, run_dir)
         collector.backend.prepare(data.task, data.train)
         budget = Budget.from_cfg(cfg.budget)
         rng = random.Random(int(cfg.seed))
-        student = P.build_student(cfg, data)
-        module = P.make_module(cfg, student, data)
+        student = pipeline.build_student(cfg, data)
+        module = pipeline.make_module(cfg, student, data)
         trainer = run.trainer()
         stop = data.task.until
 
@@ -122,7 +122,7 @@ class Arte:
 
         # 3. the student's preferences
         demos = [(d, r) for d in drafts for r in d.rationales]
-        with P.inference(cfg, student, trainer):
+        with pipeline.inference(cfg, student, trainer):
             candidates = shuffled(data.train, int(cfg.seed))[: max(self.preference_candidates, self.preference_size)]
             probes = [self._demo(data.task, d, r) for d, r in rng.sample(demos, min(self.preference_probes, len(demos)))]
             prefs = preference_set(student, data.task, candidates, probes, size=self.preference_size,
@@ -131,9 +131,9 @@ class Arte:
                                      batch_size=cfg.trainer.eval_batch_size, stop=stop)
         for (_, rationale), score in zip(demos, scores):
             rationale.preference = score
-        P.write_jsonl(run_dir / "drafts.jsonl", (d.to_row() for d in drafts))
+        pipeline.write_jsonl(run_dir / "drafts.jsonl", (d.to_row() for d in drafts))
         question_pairs, rationale_pairs = self.pairs(collector, data.task, drafts)
-        P.write_jsonl(run_dir / "preference_pairs.jsonl", question_pairs + rationale_pairs)
+        pipeline.write_jsonl(run_dir / "preference_pairs.jsonl", question_pairs + rationale_pairs)
 
         # 4. align the teacher, or choose the strategy the student preferred
         aligned: dict[str, Any] = {}
@@ -148,10 +148,10 @@ class Arte:
 
         # 5. tailored data with what is left of the budget
         tailored = self.tailor(collector, data, seen, rng, left, strategy)
-        with P.inference(cfg, student, trainer):
+        with pipeline.inference(cfg, student, trainer):
             tailored_scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in tailored],
                                               prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop)
-        P.write_jsonl(run_dir / "tailored.jsonl", ({"id": d.id, "question": d.question, "text": r.annotation.text,
+        pipeline.write_jsonl(run_dir / "tailored.jsonl", ({"id": d.id, "question": d.question, "text": r.annotation.text,
                                                     "answer": r.annotation.answer, "score": s.accuracy,
                                                     "likelihood": s.likelihood}
                                                    for (d, r), s in zip(tailored, tailored_scores)))
@@ -160,9 +160,9 @@ class Arte:
         # 6. the student learns from it
         records = self.records(data.task, tailored, drafts)
         annotations = [r.annotation for d in drafts for r in d.rationales] + [r.annotation for _, r in tailored]
-        spend = P.spend_summary(collector, annotations, run_dir)
-        datamodule = P.make_datamodule(cfg, records, data, student)
-        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
+        spend = pipeline.spend_summary(collector, annotations, run_dir)
+        datamodule = pipeline.make_datamodule(cfg, records, data, student)
+        accuracy_before = pipeline.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         fitted = run.checkpoints.fit("train", trainer, module, datamodule)
         accuracy, predictions = run.test(trainer, module, datamodule)
         return run.finish(
@@ -268,7 +268,7 @@ class Arte:
 
     def _log_tables(self, loggers, drafts: Sequence[DraftQuestion]) -> None:
         rows = [[d.id, d.question, r.strategy, r.annotation.answer, r.score, d.score] for d in drafts for r in d.rationales]
-        P.log_table(loggers, "arte/drafts", ["id", "question", "strategy", "answer", "rationale_score", "question_score"],
+        pipeline.log_table(loggers, "arte/drafts", ["id", "question", "strategy", "answer", "rationale_score", "question_score"],
                     rows)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
-from tailkd.methods import pipeline as P
+from tailkd.methods import pipeline
 from tailkd.signals.explanations import SPLITS, VARIANTS, Explained, explain
 from tailkd.teachers import Budget
 from tailkd.teachers.drafting import render
@@ -65,21 +65,21 @@ class Elad:
         if self.revision and cfg.teacher.backend == "recorded":
             raise ConfigError("teacher=recorded replays answers it already has and cannot revise a student's "
                               "explanation: use method.revision=false")
-        run = P.start(cfg, run_dir, self.name)
+        run = pipeline.start(cfg, run_dir, self.name)
         data = run.data
-        collector = P.make_collector(cfg, data, run_dir)
+        collector = pipeline.make_collector(cfg, data, run_dir)
         collector.backend.prepare(data.task, data.train)
         budget = Budget.from_cfg(cfg.budget)
-        examples = P.examples_by_id(data.train)
+        examples = pipeline.examples_by_id(data.train)
         rng = random.Random(int(cfg.seed))
-        pool = P.buying_order(cfg, data)  # the seed's order: ties and random selection follow it
-        student = P.build_student(cfg, data)
-        module = P.make_module(cfg, student, data)
+        pool = pipeline.buying_order(cfg, data)  # the seed's order: ties and random selection follow it
+        student = pipeline.build_student(cfg, data)
+        module = pipeline.make_module(cfg, student, data)
 
         annotations, rounds, steps = [], [], 0
-        datamodule = P.make_datamodule(cfg, [P.placeholder_record(data)], data, student)
+        datamodule = pipeline.make_datamodule(cfg, [pipeline.placeholder_record(data)], data, student)
         trainer = run.trainer()
-        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
+        accuracy_before = pipeline.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         for r in range(1, self.rounds + 1):
             bought = {a.example_id for a in annotations}
             unbought = [e for e in pool if e.id not in bought]
@@ -88,7 +88,7 @@ class Elad:
             # 1. who is the student least sure about
             candidates = unbought[: self.candidates] if self.selection == "random" else \
                 rng.sample(unbought, min(self.candidates, len(unbought)))
-            with P.inference(cfg, student, trainer):
+            with pipeline.inference(cfg, student, trainer):
                 ranked, explained = self.rank(cfg, student, data.task, candidates, module.stop, r)
             # 2. buy for the most uncertain first, within this round's share of every cap
             cap = budget.scaled(r / self.rounds)
@@ -98,11 +98,11 @@ class Elad:
                 log.warning("round %d bought nothing (the budget is spent): stopping", r)
                 break
             annotations += new
-            P.write_jsonl(_round_dir(run_dir, r) / "selected.jsonl", self.selected_rows(new, explained))
+            pipeline.write_jsonl(_round_dir(run_dir, r) / "selected.jsonl", self.selected_rows(new, explained))
             # 3. train, continuing from the last round
             train = new if self.train_on == "new" else annotations
             records = records_from_annotations(trainable(train), data.task, examples)
-            datamodule = P.make_datamodule(cfg, records, data, student)
+            datamodule = pipeline.make_datamodule(cfg, records, data, student)
             trainer = run.trainer()
             module.log_prefix = f"round{r}/"
             steps += run.checkpoints.fit(f"round{r}", trainer, module, datamodule).steps
@@ -117,7 +117,7 @@ class Elad:
                      fallbacks, accuracy, spend["teacher_cost_usd"])
         if not rounds:
             raise ConfigError("ELAD bought nothing: the budget does not cover one teacher answer")
-        spend = P.spend_summary(collector, annotations, run_dir)
+        spend = pipeline.spend_summary(collector, annotations, run_dir)
         return run.finish(
             student, trainer, module, datamodule, annotations=annotations, spend=spend, steps=steps,
             accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions, rounds=rounds,

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
-from tailkd.methods import pipeline as P
+from tailkd.methods import pipeline
 from tailkd.teachers import Annotation
 from tailkd.training.records import records_from_annotations, trainable
 
@@ -60,26 +60,26 @@ class Finetune:
         self.multitask = dict(multitask) if multitask else None
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        run = P.start(cfg, run_dir, self.name)
+        run = pipeline.start(cfg, run_dir, self.name)
         data = run.data
-        annotations, spend = P.buy_annotations(cfg, data, run_dir)
+        annotations, spend = pipeline.buy_annotations(cfg, data, run_dir)
         trained = annotations
         if self.oracle:  # before trainable(): gold's oracle trains on a question the teacher's text left unanswered
             trained = oracle_annotations(annotations, {e.id: e.answer for e in data.train}, self.oracle)
         records = records_from_annotations(
-            trainable(trained), data.task, P.examples_by_id(data.train), self.target, self.multitask
+            trainable(trained), data.task, pipeline.examples_by_id(data.train), self.target, self.multitask
         )
-        P.require_records(cfg, data, records)  # before the student is loaded for nothing
-        student = P.build_student(cfg, data)
-        datamodule = P.make_datamodule(cfg, records, data, student)
-        module = P.make_module(
+        pipeline.require_records(cfg, data, records)  # before the student is loaded for nothing
+        student = pipeline.build_student(cfg, data)
+        datamodule = pipeline.make_datamodule(cfg, records, data, student)
+        module = pipeline.make_module(
             cfg, student, data,
             aux_loss_weight=self.multitask["rationale_weight"] if self.multitask else 0.0,
             eval_prompt_prefix=self.multitask["label_prefix"] if self.multitask else "",
         )
         trainer = run.trainer(max_steps=self.max_steps(cfg, len(records)))
 
-        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
+        accuracy_before = pipeline.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         fitted = run.checkpoints.fit("train", trainer, module, datamodule)
         accuracy, predictions = run.test(trainer, module, datamodule)
         return run.finish(student, trainer, module, datamodule, annotations=annotations, spend=spend,

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.errors import ConfigError
-from tailkd.methods import pipeline as P
+from tailkd.methods import pipeline
 from tailkd.signals import (
     Decoding,
     SignalCache,
@@ -59,32 +59,32 @@ class Tail:
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         settings = SignalSettings.from_cfg(OmegaConf.to_container(cfg.signals, resolve=True))
-        run = P.start(cfg, run_dir, self.name)
+        run = pipeline.start(cfg, run_dir, self.name)
         data = run.data
-        collector = P.make_collector(cfg, data, run_dir)
-        order = P.buying_order(cfg, data)
+        collector = pipeline.make_collector(cfg, data, run_dir)
+        order = pipeline.buying_order(cfg, data)
         budget = Budget.from_cfg(cfg.budget)
         planned = budget.queries_for_pool(len(order))
-        examples = P.examples_by_id(data.train)
+        examples = pipeline.examples_by_id(data.train)
 
-        student = P.build_student(cfg, data)
+        student = pipeline.build_student(cfg, data)
         initial_state = copy.deepcopy(student.model.state_dict()) if self.stage2 == "restart" else None
-        module = P.make_module(cfg, student, data)
+        module = pipeline.make_module(cfg, student, data)
 
         # stage 1: warm-up on a share of the budget
         warm_questions = max(1, round(self.warmup_fraction * planned)) if self.warmup_fraction else 0
         warm = collector.collect(order[:warm_questions], budget=budget.scaled(self.warmup_fraction)) if warm_questions else []
         warm_records = records_from_annotations(trainable(warm), data.task, examples)
-        datamodule = P.make_datamodule(cfg, warm_records or [P.placeholder_record(data)], data, student)
+        datamodule = pipeline.make_datamodule(cfg, warm_records or [pipeline.placeholder_record(data)], data, student)
         trainer = run.trainer()
-        accuracy_before = P.evaluate_before(cfg, trainer, module, datamodule, run_dir)
+        accuracy_before = pipeline.evaluate_before(cfg, trainer, module, datamodule, run_dir)
         accuracy_warmup, warm_steps = None, 0
         if warm_records:
             module.log_prefix = "warmup/"
             warm_steps = run.checkpoints.fit("warmup", trainer, module, datamodule).steps
-            module.stop = P.stop_strings(data, datamodule.records)
+            module.stop = pipeline.stop_strings(data, datamodule.records)
             if cfg.trainer.get("eval_before", True):
-                accuracy_warmup, _ = P.evaluate(trainer, module, datamodule, "test_warmup")
+                accuracy_warmup, _ = pipeline.evaluate(trainer, module, datamodule, "test_warmup")
         decoding = Decoding(data.task.max_new_tokens, tuple(module.stop), cfg.trainer.eval_batch_size)
 
         # stage 2 purchases: the rest of the budget, least self-consistent first under use=select
@@ -96,7 +96,7 @@ class Tail:
             rest = selection.order
         with main_process_first():  # under DDP rank 0 buys, the other ranks read its answers from the cache
             annotations = warm + collector.collect(rest, budget=budget.minus(collector.ledger.spent()))
-        spend = P.spend_summary(collector, annotations, run_dir)
+        spend = pipeline.spend_summary(collector, annotations, run_dir)
         selection_summary = selection.summary([a.example_id for a in annotations[len(warm):]]) if selection else {}
 
         # signals from the warmed-up student and the TA, then stage 2; what cannot train is left out first,
@@ -107,7 +107,7 @@ class Tail:
         records = records_from_annotations(trained, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
-        datamodule = P.make_datamodule(cfg, records, data, student)
+        datamodule = pipeline.make_datamodule(cfg, records, data, student)
         trainer = run.trainer()
         module.log_prefix = ""
         main = run.checkpoints.fit("main", trainer, module, datamodule)
@@ -120,7 +120,7 @@ class Tail:
             signals_preset=cfg.signals.name, **signal_summary, **selection_summary,
         )
 
-    def _least_consistent_first(self, run: P.Run, settings, student, trainer, rest, decoding) -> Selection:
+    def _least_consistent_first(self, run: pipeline.Run, settings, student, trainer, rest, decoding) -> Selection:
         """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
         order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
         order); each candidate's share goes to selection.jsonl. The candidates' sampled answers are then
@@ -128,17 +128,17 @@ class Tail:
         # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
-        with P.inference(run.cfg, student, trainer):
+        with pipeline.inference(run.cfg, student, trainer):
             answers = from_rank_zero(sampled_answers(student, run.data.task, candidates, settings, decoding,
                                                      int(run.cfg.seed), _signal_cache(run.cfg, student, trainer),
                                                      desc="select: sampling the candidates"))
         shares = {e.id: summarise(answers[e.id]).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
-        P.write_jsonl(run.dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
+        pipeline.write_jsonl(run.dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
                                                      "answers": answers[e.id]} for i, e in enumerate(ordered)))
         return Selection(ordered + others, answers, shares)
 
-    def _signals(self, run: P.Run, settings, student, trainer, annotations, decoding, sampled=None):
+    def _signals(self, run: pipeline.Run, settings, student, trainer, annotations, decoding, sampled=None):
         """Measure, weigh and record the signals of every trainable annotation: (raw weights aligned with
         ``annotations``, the results.json summary). signals.jsonl states the weight each one trains with."""
         cfg, data = run.cfg, run.data
@@ -146,17 +146,17 @@ class Tail:
         correct = [a.answer == gold.get(a.example_id) for a in annotations]
         ta = None
         if {"ta_student", "ta_teacher"} & set(settings.enabled):
-            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, P.cache_dir(cfg), P.training_texts(data),
-                          device=P.inference_device(trainer))
+            ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, pipeline.cache_dir(cfg), pipeline.training_texts(data),
+                          device=pipeline.inference_device(trainer))
         cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
-        with P.inference(cfg, student, trainer):
-            measured = measure_signals(settings, student, ta, data.task, annotations, P.examples_by_id(data.train),
+        with pipeline.inference(cfg, student, trainer):
+            measured = measure_signals(settings, student, ta, data.task, annotations, pipeline.examples_by_id(data.train),
                                        decoding=decoding, seed=int(cfg.seed), cache=cache, sampled=sampled)
         weighed = weigh(settings, measured)
         trained = training_weights(weighed.weights)
         rows = [signal_row(m, weighed, i, c, w) for i, (m, c, w) in enumerate(zip(measured, correct, trained))]
-        P.write_jsonl(run.dir / "signals.jsonl", rows)
-        P.log_signals(run.loggers, rows)
+        pipeline.write_jsonl(run.dir / "signals.jsonl", rows)
+        pipeline.log_signals(run.loggers, rows)
         summary = {"signals": list(settings.enabled), "signals_use": settings.use, "signals_dropped": weighed.dropped,
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
@@ -199,6 +199,6 @@ def _signal_cache(cfg, student, trainer=None) -> SignalCache:
     """Raw signals of an identical warmed-up student, shared across a sweep (``signals.cache``)."""
     if not cfg.signals.get("cache", True):
         return SignalCache(None)
-    device = P.inference_device(trainer) if trainer is not None else student.model.device
+    device = pipeline.inference_device(trainer) if trainer is not None else student.model.device
     context = {"precision": str(cfg.trainer.pl.get("precision")), "device": str(device.type)}
-    return SignalCache(P.cache_dir(cfg) / "signals", context)
+    return SignalCache(pipeline.cache_dir(cfg) / "signals", context)
