@@ -55,10 +55,54 @@ def test_an_invented_next_question_is_cut_and_the_answer_is_the_teachers_own():
     ("So the answer is (c) doorway.\nAnswer Choices:\n(a) table\n(b) desk", "\nAnswer Choices:"),
     ("So the answer is (c).\n\n**Question 2:** Where is ...", "\n\n**Question 2:**"),
     ("The answer is 12.\n### Q: A new problem", "\n### Q:"),
+    # other families: a header without a colon, Minerva's "Problem:", a new chat turn, a chat template's tokens
+    ("So the answer is (c).\n\n### Question 2\nWhere is ...", "\n\n### Question 2"),
+    ("So the answer is (c).\n\n**Question 2**\nWhere is ...", "\n\n**Question 2**"),
+    ("The answer is 12.\n\nProblem: Tom has 3 apples.", "\n\nProblem:"),
+    ("So the answer is (c).\n\nHuman: Where is milk kept?\n\nAssistant: (a)", "\n\nHuman:"),
+    ("So the answer is (c).\nUser: next one\nAssistant: (a)", "\nUser:"),
+    ("So the answer is (c).<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n(a)", "<|eot_id|>"),
+    ("So the answer is (c).<end_of_turn>\n<start_of_turn>user\n(a)", "<end_of_turn>"),
 ])
 def test_every_shape_of_a_new_exemplar_is_cut(text, cut_from):
     reading = CQA.read_teacher(text)
     assert text[: reading.cut_at].strip() == reading.kept == text[: text.index(cut_from)].strip()
+
+
+@pytest.mark.parametrize("name, text, answer", [
+    # a reasoning model's drafts name answers it drops; its reply after </think> states the one it keeps
+    ("commonsense_qa", "<think>\nFirst guess: the answer is (c) doorway. No, a doorway holds nothing.\n</think>\n\n"
+     "**A) table**", "A"),
+    ("commonsense_qa", "<think>\nB, C, D, E hold no lamp.\n</think>\n\nA) table\n\nIt holds a lamp up.", "A"),
+    ("strategyqa", "<think>\nCould it be yes? He died in 322 BC.\n</think>\n\nNo. Laptops came much later.", "no"),
+    ("strategyqa", "<think>\nHmm, yes or no? The answer is yes if ... no.\n</think>\n\n**No**", "no"),
+    # a chat model that goes on with a new question or turn of its own, answered too
+    ("commonsense_qa", "A lamp stands on a table. The answer is (A).\n\n### Question 2\nWhere is milk kept? "
+     "The answer is (C).", "A"),
+    ("commonsense_qa", "The answer is (A).\n\n**Question 2**\nWhere is milk kept? The answer is (C).", "A"),
+    ("commonsense_qa", "The answer is (A).\n\nHuman: Where is milk kept?\n\nAssistant: The answer is (C).", "A"),
+    ("commonsense_qa", "The answer is (A).\nUser: next one.\nAssistant: The answer is (C) doorway.", "A"),
+    ("commonsense_qa", "The answer is (A).<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nThe answer is (C).",
+     "A"),
+    ("strategyqa", "He died in 322 BC. The answer is no.\n\nHuman: Is the sky blue?\nAssistant: The answer is yes.",
+     "no"),
+    ("strategyqa", "The answer is no.\n\n### Question 2\nIs the sky blue? The answer is yes.", "no"),
+    ("gsm8k", "6 * 7 = 42. The answer is 42.\n\nHuman: What is 2+2?\n\nAssistant: The answer is 4.", "42"),
+    ("gsm8k", "The answer is 42.\n\n### Question 2\nTom has 3 apples. The answer is 3.", "42"),
+    ("gsm8k", "Final Answer: The final answer is $42$. I hope it is correct.\n\nProblem: Tom has 3 apples.\n"
+     "Final Answer: The final answer is $3$.", "42"),  # Minerva's format
+])
+def test_other_families_answer_is_their_own_not_a_draft_or_a_next_turns(name, text, answer):
+    reader = {"commonsense_qa": CQA, "strategyqa": SQA, "gsm8k": GSM}[name]
+    assert reader.read_teacher(text, CHOICE_EXAMPLE if name == "commonsense_qa" else None).answer == answer
+
+
+def test_a_think_block_is_read_past_and_the_cut_is_placed_in_the_whole_text():
+    text = ("<think>\nThe answer is (c)? Question: is a doorway a surface? No.\n</think>\n\n"
+            "A lamp stands on a table. The answer is (a).\n\nHuman: next?")
+    reading = CQA.read_teacher(text, CHOICE_EXAMPLE)
+    assert reading.answer == "A" and reading.rationale == "A lamp stands on a table."
+    assert reading.cut_at == text.index("\n\nHuman:") + 1 and reading.how == "statement"
 
 
 def test_a_question_restated_first_is_kept_and_the_cut_waits_for_the_answer():
@@ -140,6 +184,9 @@ def test_yes_no_answers_stated_first_or_last(text, answer):
 def test_yes_no_hedge_and_an_opening_no_that_is_a_word():
     assert SQA.read_teacher("It depends, so the answer is yes or no.").how == "hedge"
     assert SQA.read_teacher("No one knows where it came from.").answer is None  # "No one": not an answer
+    # a last sentence that ends offering both is a hedge, not its last word ("no")
+    assert SQA.read_teacher("It depends on the definition; it could be yes or no.").how == "hedge"
+    assert SQA.read_teacher("Whether he could (yes or no) comes down to dates, and it is no.").answer == "no"
 
 
 @pytest.mark.parametrize("text, answer", [

@@ -6,9 +6,11 @@ teacher's text is what a student will learn from, so it is read strictly, in thr
 1. **Cut the invented continuation.** A model prompted with few-shot exemplars and no stop sequence
    goes on past its answer with a new question of its own (PaLM: ``...So the answer is (e) raise
    corn.\\n\\nQ: What is ...\\nAnswer Choices:\\n(a) ...\\nA: ...``). The text is cut at the first of the
-   request's stop sequences, a line that opens a new question (``Q:``, ``Question:``) or a repeated
-   ``Answer Choices:`` block. A question restated at the very start is not a continuation: there the
-   cut waits for the first answer.
+   request's stop sequences, a line that opens a new question (``Q:``, ``Question:``, ``Problem:``, a
+   ``### Question 2`` header), a new chat turn (``Human:``, ``User:``, a chat template's ``<|eot_id|>``)
+   or a repeated ``Answer Choices:`` block. A question restated at the very start is not a
+   continuation: there the cut waits for the first answer. A reasoning model's ``<think>`` block is
+   read past: its drafts name answers it drops, the reply after ``</think>`` states the one it keeps.
 2. **Find the conclusion.** The answer is the one the teacher's reasoning concludes with: the last
    answer statement (the task's own pattern, ``the (final|correct|best) answer/choice/option is``,
    ``Answer:``, ``\\boxed{}``) that names an answer; failing that an answer stated first (``Yes,
@@ -32,15 +34,22 @@ from tailkd.tasks.answers import _YESNO, _YESNO_MAP, AnswerExtractor, canonical_
 
 # -- 1. the continuation ----------------------------------------------------------------------------
 
-# a line that opens a new exemplar: "Q:", "Question:", "Question 2:", "**Question:**", "### Q:", or a
-# repeated choices block; matched at a line start only
-_NEW_QUESTION = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?(?:Q|Question)(?:[ \t]*\d+)?[ \t]*\**[ \t]*[:：]", re.IGNORECASE)
+# a line that opens a new exemplar: "Q:", "Question:", "Question 2:", "**Question:**", "### Q:", "Problem:"
+# (Minerva's prompts), a header of its own ("### Question 2", "**Question 2**"), or a repeated choices
+# block; matched at a line start only
+_QUESTION_MARKER = r"(?:[#*>]+[ \t]*)?(?:Q|Question|Problem)(?:[ \t]*\d+)?[ \t]*\**[ \t]*(?:[:：]|(?=\n))"
+_NEW_QUESTION = re.compile(r"\n[ \t]*" + _QUESTION_MARKER, re.IGNORECASE)
 _CHOICES_BLOCK = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?Answer[ \t]+Choices[ \t]*\**[ \t]*:", re.IGNORECASE)
+# a chat model that goes on past its turn: a new user turn ("Human:", "User:") or the chat template's own
+# tokens, when its text was decoded with them ("<|eot_id|>", "<|im_end|>", Gemma's "<end_of_turn>", "</s>")
+_NEW_TURN = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?(?:Human|User)[ \t]*\**[ \t]*:"
+                       r"|<\|\w+\|>|<(?:end|start)_of_turn>|</s>|\[INST\]", re.IGNORECASE)
 
 
 def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:
     found = [at for stop in stops if stop and (at := text.find(stop, start)) >= 0]
-    found += [m.start() for pattern in (_NEW_QUESTION, _CHOICES_BLOCK) if (m := pattern.search(text, start))]
+    found += [m.start() for pattern in (_NEW_QUESTION, _CHOICES_BLOCK, _NEW_TURN)
+              if (m := pattern.search(text, start))]
     found = [at for at in found if text[:at].strip()]  # a marker before any content restates the question
     return min(found) if found else None
 
@@ -52,7 +61,7 @@ def cut_continuation(text: str, stops: Sequence[str] = (), answered_at: int | No
     at = _first_stop(text, stops, 0)
     if at is None:
         return None
-    opens_with_question = re.match(r"\s*(?:[#*>]+\s*)?(?:Q|Question)\s*\d*\s*\**\s*:", text, re.IGNORECASE)
+    opens_with_question = re.match(r"\s*" + _QUESTION_MARKER, text, re.IGNORECASE)
     if opens_with_question and answered_at is not None and at < answered_at:
         return _first_stop(text, stops, answered_at)
     return at
@@ -259,7 +268,12 @@ def _fallback(kept: str, answer_type: str, extractor: AnswerExtractor,
     if not sentences:
         return set()
     if answer_type == "yesno":
-        return {_YESNO_MAP[w.lower()] for w in _STANDALONE_YESNO.findall(sentences[-1])}
+        last = sentences[-1]
+        # "it could be yes or no.": the sentence ends offering both (not "whether (yes or no) ... is no.")
+        pair = _YESNO_PAIR.search(last)
+        if pair and len(yesno_answers(pair.group(0))) > 1 and _STANDALONE_YESNO.match(last, pair.start(2)):
+            return {"yes", "no"}
+        return {_YESNO_MAP[w.lower()] for w in _STANDALONE_YESNO.findall(last)}
     # several labels in the last sentence ("(a) doorway (b) chapel") come back as several: no answer
     return span_answers(re.sub(r"[*_`$]+", "", sentences[-1]).strip(), answer_type, extractor, choices)
 
@@ -286,14 +300,28 @@ def _rationale_after(kept: str, at: int) -> str | None:
     return rest[:1].upper() + rest[1:] if rest.strip() else None
 
 
+def _reply_start(text: str) -> int:
+    """Where a reasoning model's reply begins: after its ``</think>``, when a reply follows (0: the whole
+    text). The thinking is drafts ("the answer is C? No ..."): the reply states the answer."""
+    end = text.find("</think>")
+    if end < 0 or not text[end + len("</think>"):].strip():
+        return 0
+    return end + len("</think>")
+
+
 def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *,
                       choices: Mapping[str, str] | None = None, stops: Sequence[str] = (),
                       fallback: bool = True) -> TeacherReading:
     """Read a teacher's ``text`` (see the module docstring)."""
     text = text.replace("\r\n", "\n")
-    first = statements(text, extractor)
-    cut_at = cut_continuation(text, stops, _head_end(text, first[0]) if first else None)
-    kept = text[:cut_at].rstrip() if cut_at is not None else text.strip()
+    # a <think> block left in the text (a recorded file, a local model) is read past, not cut as an
+    # invented continuation: the answer and its rationale are the reply's
+    reply_at = _reply_start(text)
+    reply = text[reply_at:]
+    first = statements(reply, extractor)
+    cut = cut_continuation(reply, stops, _head_end(reply, first[0]) if first else None)
+    cut_at = reply_at + cut if cut is not None else None
+    kept = reply[:cut].strip() if cut is not None else reply.strip()
     kept = re.sub(r"^A\s*:\s*(?=\S)", "", kept)  # a few-shot exemplar's answer marker, not part of the answer
     found = statements(kept, extractor)
     for statement in reversed(found):
