@@ -87,10 +87,12 @@ def test_configured_and_server_limits_keep_a_concurrent_collection_clear_of_429s
                    rate_limit_headers=False).collect(buying_order(chain_data))
     assert blind.rate_limited > 0  # 8 in flight against 10 per half second: it runs into the limit
     aware = fake(**window)
-    # configured a little under the server's 10: the client stamps a request when it sends it, the server
-    # when it arrives, and on a loaded machine the gap between them let an 11th into a server window
+    # configured at half the server's 10: the client stamps a request when it sends it, the server when it
+    # arrives, and on a loaded machine requests sent in two client windows can arrive in one server window
+    # (at 8 an 11th got in, once in three runs beside a training job); at half, only a delay longer than
+    # the window could
     collector = make_collector(aware, tmp_path / "aware", chain_data, {"max_queries": 30}, max_concurrency=8,
-                               max_requests_per_minute=8, rate_limit_window_s=0.5)
+                               max_requests_per_minute=5, rate_limit_window_s=0.5)
     assert len(collector.collect(buying_order(chain_data))) == 30
     assert aware.rate_limited == 0
     headers_only = fake(**window)  # no configured limit: the server's remaining/reset headers slow it down
