@@ -10,7 +10,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd.errors import ConfigError
-from tailkd.settings import INT, OPTIONAL_POSITIVE_INT, POSITIVE, POSITIVE_INT, SHARE, Num, check_numbers
+from tailkd.settings import (
+    INT,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SHARE,
+    Num,
+    check_numbers,
+    require,
+)
 from tailkd.tasks.registry import TASK_NUMBERS
 
 
@@ -48,9 +57,7 @@ def validate(cfg: DictConfig) -> None:
         (cfg.student.get("truncation", "keep_answer") in ("keep_answer", "drop"),
          f"student.truncation must be keep_answer or drop (got {cfg.student.get('truncation')})"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
     check_spending(cfg)
     if cfg.paths.get("checkpoint_dir"):
         check_folder(Path(str(cfg.paths.checkpoint_dir)).expanduser(), "paths.checkpoint_dir", "TAILKD_CHECKPOINT_DIR")

@@ -5,7 +5,7 @@ belongs is named before anything is loaded or paid for, not met as a traceback m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,13 @@ OPTIONAL_POSITIVE_INT = Num(integer=True, low=1, null=True)
 
 
 _ABSENT = object()
+
+
+def require(checks: Iterable[tuple[bool, str]]) -> None:
+    """A :class:`ConfigError` with the message of the first failed ``(ok, message)`` check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def check_numbers(node: Any, prefix: str, rules: Mapping[str, Num]) -> None:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline
+from tailkd.settings import require
 from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
 from tailkd.teachers import Budget
 from tailkd.teachers.align import DPOSettings
@@ -66,9 +67,7 @@ class Arte:
             (0 < draft_share < 1, f"method.draft_share must be in (0, 1) (got {draft_share})"),
             (bool(question_prompt) and bool(rationale_prompt), "method.question_prompt and method.rationale_prompt are required"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         self.name, self.align = name, align
         self.seed_questions, self.num_questions = int(seed_questions), int(num_questions)
         self.strategies = list(strategies)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline
+from tailkd.settings import require
 from tailkd.signals.explanations import SPLITS, VARIANTS, Explained, explain
 from tailkd.teachers import Budget
 from tailkd.teachers.drafting import render
@@ -51,9 +52,7 @@ class Elad:
             (train_on in ("all", "new"), f"method.train_on={train_on!r}: choose all or new"),
             (not revision or bool(revision_prompt), "method.revision_prompt is required with method.revision=true"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         self.name, self.rounds, self.selection, self.revision = name, int(rounds), selection, bool(revision)
         self.candidates, self.step_split, self.within, self.k = int(candidates), step_split, within, int(k)
         self.temperature = float(temperature)

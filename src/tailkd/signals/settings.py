@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tailkd.errors import ConfigError
+from tailkd.settings import require
 from tailkd.signals.combine import COMBINERS, NORMALISERS
 
 # ``oracle`` is no signal a method could have: it reads gold (1 where the teacher's answer is right),
@@ -73,7 +74,5 @@ class SignalSettings:
             (settings.use != "select" or "self_consistency" in enabled,
              "signals.use=select orders questions by self-consistency: enable signals.self_consistency"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         return settings
