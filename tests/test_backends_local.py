@@ -298,3 +298,21 @@ def test_recorded_missing_or_empty_file(tmp_path):
         RecordedBackend({"path": str(tmp_path / "empty.jsonl")})
     with pytest.raises(ConfigError, match="path"):
         RecordedBackend({"backend": "recorded"})
+
+
+def test_a_requests_stop_sequences_end_its_decoding_and_the_log_states_the_throughput(backend, caplog):
+    """A live teacher stops where its text would be cut (its invented next question), as an API does:
+    the continuation is never computed. The cut text is the same as decoding on and cutting after."""
+    free = request(QUESTIONS[2], max_tokens=10)
+    whole = texts(backend.complete([free]))[0]
+    stop = whole[len(whole) // 2:len(whole) // 2 + 2]  # what the teacher writes half-way
+    steps = []
+    hook = backend.student.model.register_forward_pre_hook(lambda m, a, kw: steps.append(1), with_kwargs=True)
+    try:
+        with caplog.at_level("INFO", logger="tailkd.teachers.backends.hf_local"):
+            stopped = backend.complete([request(QUESTIONS[2], max_tokens=10, stop=[stop])])
+    finally:
+        hook.remove()
+    assert texts(stopped)[0] == whole[:whole.index(stop)].strip()
+    assert len(steps) < 10  # the prompt, then fewer steps than the limit
+    assert "tokens/s" in caplog.text and "hf_local tiny-teacher: 1 answers" in caplog.text

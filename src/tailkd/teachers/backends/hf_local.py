@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,7 @@ class HFLocalBackend:
                          f"|device={device_kind}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._student: Student | None = None
+        self._generated = (0, 0, 0.0)  # answers, generated tokens, seconds: the throughput the log states
         self._texts: list[str] = []  # a tiny teacher's tokenizer is trained on the task's texts
         self._lock = threading.Lock()
 
@@ -304,8 +306,10 @@ class HFLocalBackend:
                 continue
             todo.append((i, prompt, row, stop))
         if todo:
+            started = time.perf_counter()
             try:
-                texts = self._generate(student, [prompt for _, prompt, _, _ in todo], [row for _, _, row, _ in todo])
+                texts = self._generate(student, [prompt for _, prompt, _, _ in todo], [row for _, _, row, _ in todo],
+                                       [stop for _, _, _, stop in todo])
             except Exception as err:  # reported per request: the collector decides
                 log.warning("hf_local %s: generation failed for a batch of %d: %s", self.model, len(todo), err)
                 for i, _, _, _ in todo:
@@ -327,7 +331,16 @@ class HFLocalBackend:
                         model=self.model,
                         meta=meta,
                     )
+                self._log_throughput([results[i] for i, _, _, _ in todo], time.perf_counter() - started)
         return results  # type: ignore[return-value]
+
+    def _log_throughput(self, done: Sequence[Completion], seconds: float) -> None:
+        """A batch's and the run's generation speed, in the log: what a study pays in compute."""
+        tokens = sum(c.output_tokens for c in done)
+        answers, total, elapsed = self._generated
+        self._generated = answers, total, elapsed = answers + len(done), total + tokens, elapsed + seconds
+        log.info("hf_local %s: %d answers, %d tokens in %.1f s (%.1f tokens/s; so far %d answers at %.1f tokens/s)",
+                 self.model, len(done), tokens, seconds, tokens / max(seconds, 1e-9), answers, total / max(elapsed, 1e-9))
 
     def _decoding(self, request: TeacherRequest) -> tuple[_Row, list[str]]:
         temperature = float(request.param("temperature", 0.0) or 0.0)
@@ -342,11 +355,15 @@ class HFLocalBackend:
         seed = sample_seed(request.cache_key(self.name, self.model), self.seed) if temperature > 0 else None
         return _Row(temperature, max_new_tokens, seed), stop
 
-    def _generate(self, student: Student, prompts: list[str], rows: list[_Row]) -> list[str]:
+    def _generate(self, student: Student, prompts: list[str], rows: list[_Row], stops: list[list[str]]) -> list[str]:
         max_new_tokens = max(row.max_new_tokens for row in rows)
         needs_processor = any(row.seed is not None or row.max_new_tokens < max_new_tokens for row in rows)
         if not needs_processor:
-            return generate_texts(student, prompts, max_new_tokens, do_sample=False)
+            # the stop sequences end each row's decoding where its text will be cut (a few-shot teacher's
+            # invented next question), as an API stops there: the continuation costs no compute. Rows that
+            # differ in them decode to the limit and are cut after
+            shared = stops[0] if all(stop == stops[0] for stop in stops) else ()
+            return generate_texts(student, prompts, max_new_tokens, do_sample=False, stop=tuple(shared))
         # per-row seeds and limits are a logits processor, which only transformers' generate takes
         processor = _PerRowDecoding(rows, student.tokenizer.eos_token_id)
         wrapped = Student(_GenerateWith(student.model, processor), student.tokenizer, student.arch, student.name)
