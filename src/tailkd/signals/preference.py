@@ -20,6 +20,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
 from tailkd.models.generation import eval_mode
+from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
 from tailkd.tasks import Example, Task
 
@@ -98,12 +99,8 @@ def continuation_logprobs(student: Student, prompts: Sequence[str], continuation
 
 def _causal_logprobs(model, tok, pieces) -> list[float]:
     seqs = [p + c for p, c in pieces]
-    width = max(map(len, seqs))
     keep = max(len(c) for _, c in pieces) + 1
-    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
+    ids, mask = padded(seqs, tok.pad_token_id, left=True), attention_mask(seqs, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                    position_ids=positions.to(model.device), logits_to_keep=keep).logits[:, -keep:].float().cpu()
@@ -116,12 +113,8 @@ def _causal_logprobs(model, tok, pieces) -> list[float]:
 
 
 def _seq2seq_logprobs(model, tok, pieces) -> list[float]:
-    width, lwidth = max(len(p) for p, _ in pieces), max(len(c) for _, c in pieces)
-    ids = torch.full((len(pieces), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full((len(pieces), lwidth), -100, dtype=torch.long)
-    for i, (p, c) in enumerate(pieces):
-        ids[i, : len(p)], mask[i, : len(p)], labels[i, : len(c)] = torch.tensor(p), 1, torch.tensor(c)
+    prompts, continuations = [p for p, _ in pieces], [c for _, c in pieces]
+    ids, mask, labels = padded(prompts, tok.pad_token_id), attention_mask(prompts), padded(continuations, -100)
     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                    labels=labels.to(model.device)).logits.float().cpu()
     logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]

@@ -17,6 +17,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.models import Student
 from tailkd.models.generation import eval_mode
+from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
 from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
 from tailkd.tasks import Task
@@ -86,17 +87,8 @@ class LanguageModelTA:
         seqs = [p + t if causal else p for p, t, _ in pieces]
         targets = [([IGNORE_INDEX] * len(p) if causal else []) + t for p, t, _ in pieces]
         answer_masks = [([False] * len(p) if causal else []) + a for p, _, a in pieces]
-        width = max(map(len, seqs))
-        twidth = max(map(len, targets))
-        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        labels = torch.full((len(items), twidth), IGNORE_INDEX, dtype=torch.long)
-        answer = torch.zeros((len(items), twidth), dtype=torch.bool)
-        for row, (seq, target, mask) in enumerate(zip(seqs, targets, answer_masks)):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            attention[row, : len(seq)] = 1
-            labels[row, : len(target)] = torch.tensor(target)
-            answer[row, : len(mask)] = torch.tensor(mask)
+        input_ids, attention = padded(seqs, pad), attention_mask(seqs)
+        labels, answer = padded(targets, IGNORE_INDEX), padded(answer_masks, False, dtype=torch.bool)
         device = self.model.model.device
         logprob, labels, answer = self._target_logprobs(input_ids.to(device), attention.to(device), labels.to(device),
                                                         answer.to(device))

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from tailkd.models.padding import attention_mask, padded
 from tailkd.tasks import Example
 from tailkd.training.loss import IGNORE_INDEX
 from tailkd.training.records import TrainRecord, normalise_weights
@@ -77,28 +78,11 @@ class Encoder:
         return ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
 
     def collate(self, pairs: Sequence[tuple[str, str, int]]) -> dict[str, torch.Tensor]:
+        # right padding: a causal row's positions stay 0..n-1
         encoded = [self.encode(*pair) for pair in pairs]
-        pad = self.tokenizer.pad_token_id
-        if self.is_causal:
-            length = max(len(ids) for ids, _ in encoded)
-            input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
-            labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
-            mask = torch.zeros((len(encoded), length), dtype=torch.long)
-            for row, (ids, lab) in enumerate(encoded):  # right padding: positions stay 0..n-1
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, : len(lab)] = torch.tensor(lab)
-                mask[row, : len(ids)] = 1
-            return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-        src_len = max(len(ids) for ids, _ in encoded)
-        tgt_len = max(len(lab) for _, lab in encoded)
-        input_ids = torch.full((len(encoded), src_len), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), src_len), dtype=torch.long)
-        labels = torch.full((len(encoded), tgt_len), IGNORE_INDEX, dtype=torch.long)
-        for row, (ids, lab) in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-            labels[row, : len(lab)] = torch.tensor(lab)
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        ids, labels = [ids for ids, _ in encoded], [lab for _, lab in encoded]
+        return {"input_ids": padded(ids, self.tokenizer.pad_token_id), "attention_mask": attention_mask(ids),
+                "labels": padded(labels, IGNORE_INDEX)}
 
     def collate_records(self, records: Sequence[TrainRecord]) -> dict[str, Any]:
         batch: dict[str, Any] = {
