@@ -62,35 +62,28 @@ def sampled_answers(student: Student, task: Task, questions: Sequence[Example], 
                     desc: str = "self-consistency: sampling the student") -> dict[str, list[str | None]]:
     """Each question's k sampled answers (the texts cached, the answers extracted now); ``desc`` names
     the progress."""
-    texts = _sampled_texts(student, task, questions, settings, decoding, seed, cache, desc)
-    return {e.id: [task.extract_answer(t, e) for t in sampled] for e, sampled in zip(questions, texts)}
+    return sampled_answers_and_outputs(student, task, questions, settings, decoding, seed, cache, desc)[0]
 
 
 def sampled_answers_and_outputs(student: Student, task: Task, questions: Sequence[Example],
                                 settings: SignalSettings, decoding: Decoding, seed: int, cache: SignalCache,
+                                desc: str = "signals: sampling the student",
                                 ) -> tuple[dict[str, list[str | None]], dict[str, str]]:
-    """:func:`sampled_answers` and :func:`greedy_outputs` from one decoding pass: each question's greedy
-    output is one more row beside its k samples, on the same prompt cache. The greedy output needs
-    a pass over the questions of its own otherwise, the price of most of a second sampling phase."""
-    texts = _sampled_texts(student, task, questions, settings, decoding, seed, cache,
-                           "signals: sampling the student and its greedy output", and_greedy=True)
-    answers = {e.id: [task.extract_answer(t, e) for t in sampled[:-1]] for e, sampled in zip(questions, texts)}
-    return answers, {e.id: sampled[-1] for e, sampled in zip(questions, texts)}
-
-
-def _sampled_texts(student: Student, task: Task, questions: Sequence[Example], settings: SignalSettings,
-                   decoding: Decoding, seed: int, cache: SignalCache, desc: str,
-                   and_greedy: bool = False) -> list[list[str]]:
+    """Each question's k sampled answers and its greedy output (which ta_student judges), from one
+    decoding pass: the greedy output is one more row beside the k samples, on the same prompt cache.
+    It is decoded whichever signals are on, so that every preset of a signal ablation reads the one
+    cached entry (the batch's numbers depend on its rows: samples drawn without it would be another
+    entry, sampled again); it costs a row in a batch that computes the prompt anyway."""
     prompts = [task.prompt(e) for e in questions]
     key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
            "temperature": settings.temperature, "seed": seed, "task_version": task.version, "sampler": SAMPLER,
            **decoding.key()}
-    if and_greedy:  # the batch holds one more row per prompt: other numbers, another entry
-        key["and_greedy"] = True
     with timing.phase("sample"):
-        return cache.fetch("samples", key, lambda: sample_texts(
+        texts = cache.fetch("samples", key, lambda: sample_texts(
             student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
-            batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc, and_greedy=and_greedy))
+            batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc, and_greedy=True))
+    answers = {e.id: [task.extract_answer(t, e) for t in sampled[:-1]] for e, sampled in zip(questions, texts)}
+    return answers, {e.id: sampled[-1] for e, sampled in zip(questions, texts)}
 
 
 def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], decoding: Decoding,
@@ -144,11 +137,10 @@ def measure_signals(
     judged_teacher: list[TAScore | None] = [None] * len(annotations)
     if "self_consistency" in settings.enabled:
         missing = [e for e in questions if e.id not in known]
-        if missing and "ta_student" in settings.enabled:
-            sampled_now, outputs = sampled_answers_and_outputs(student, task, missing, settings, decoding, seed, cache)
-        else:
-            sampled_now = sampled_answers(student, task, missing, settings, decoding, seed, cache) if missing else {}
+        sampled_now, greedy = (sampled_answers_and_outputs(student, task, missing, settings, decoding, seed, cache)
+                               if missing else ({}, {}))
         answers = {**known, **sampled_now}
+        outputs = greedy if "ta_student" in settings.enabled else {}
     if "ta_student" in settings.enabled:
         unjudged = [e for e in questions if e.id not in outputs]
         if unjudged:

@@ -31,9 +31,10 @@ def summarise(answers: Sequence[str | None], teacher_answer: str | None = None) 
     return Consistency(tuple(answers), len(counts), majority_count / len(answers), majority_answer, agreement)
 
 
-# how samples are drawn, in the signal cache's key (samples drawn another way are other samples): 2 takes
-# batches of prompts longest first and decodes causal students with decode_causal; 1 was generate's order
-SAMPLER = 2
+# how samples are drawn, in the signal cache's key (samples drawn another way are other samples): 3 decodes
+# each question's greedy output as a (k+1)-th row beside its samples; 2 took batches of prompts longest
+# first and decoded causal students with decode_causal; 1 was generate's order
+SAMPLER = 3
 
 
 @torch.no_grad()
