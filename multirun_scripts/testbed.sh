@@ -5,7 +5,8 @@
 #   curve:    finetune and the two oracles (finetune_oracle: the right answers only; finetune_gold: gold
 #             answers) over budgets: the headroom a perfect signal has, and the seed-to-seed spread
 #   methods:  every method at one budget (BUDGETS=300 ...): finetune_equal_steps, distill_step_by_step,
-#             tail none / sc / ta_student / ta_teacher / all (weight), tail all (filter), tail oracle, select
+#             tail none / sc / ta_student / ta_teacher / all (weight), tail all (filter), tail oracle, select,
+#             ELAD's selection without revision (a recorded teacher cannot revise)
 #   DATA=../shared/data/commonsense_qa_palm PARTS=curve BUDGETS=100,300,1000 bash multirun_scripts/testbed.sh \
 #     hydra.sweep.dir=multirun/testbed_curve
 #   tailkd-report multirun/testbed_curve            # vs finetune, with the share of the oracle's headroom
@@ -36,7 +37,8 @@ main() {
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
-      *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select)" >&2; exit 2 ;;
+      elad)        sweep elad        method=elad method.revision=false                    "${COMMON[@]}" ;;
+      *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;
     esac
   done
   echo "tailkd-report $SWEEP_DIR"
