@@ -1,5 +1,6 @@
 """The Lightning module and data module: tokenisation, weighted training, accumulation, generation."""
 
+import math
 from contextlib import nullcontext
 
 import pytest
@@ -222,3 +223,34 @@ def test_scoring_target_positions_only_keeps_the_weighted_loss_and_its_gradient(
     got = torch.autograd.grad(weighted_mean(losses, batch["weight"]), params)
     for e, g in zip(expected, got):
         assert (g - e).norm() <= tolerance * e.norm() + 1e-9
+
+
+@pytest.mark.parametrize("warmup,total", [(0, 1), (0, 7), (1, 10), (3, 20), (25, 500)])
+def test_the_schedule_is_the_ramp_every_figure_was_trained_with(warmup, total):
+    """transformers' cosine schedule, one step on: no step at lr 0, the same lr at every step as the
+    hand-written schedule before it, also after a resume from the scheduler's state."""
+    from tailkd.training.module import warmup_cosine_schedule
+
+    def expected(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    def optimiser():
+        return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=2e-4)
+
+    opt = optimiser()
+    scheduler = warmup_cosine_schedule(opt, warmup, total)
+    seen = []
+    for step in range(total):
+        seen.append(opt.param_groups[0]["lr"])
+        if step == total // 2:  # a run resumed here goes on with the same rates
+            states = opt.state_dict(), scheduler.state_dict()
+            opt = optimiser()
+            scheduler = warmup_cosine_schedule(opt, warmup, total)
+            opt.load_state_dict(states[0])
+            scheduler.load_state_dict(states[1])
+        opt.step()
+        scheduler.step()
+    assert seen == pytest.approx([2e-4 * expected(s) for s in range(total)], rel=1e-12, abs=1e-18)
+    assert min(seen) > 0
