@@ -14,7 +14,7 @@ from tailkd.methods.arte import Arte
 from tailkd.models import generate_texts
 from tailkd.signals.preference import Demonstration, Preference, one_shot_prompt, one_shot_scores
 from tailkd.tasks import Example
-from tailkd.teachers.base import Annotation
+from tailkd.teachers.annotation import Annotation
 from tailkd.teachers.drafting import DraftQuestion, DraftRationale, QuestionFilter, parse_question
 
 from helpers import chain_task, tiny_student

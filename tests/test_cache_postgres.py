@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tailkd.teachers.backends.base import Completion
+from tailkd.teachers.backends.protocol import Completion
 from tailkd.teachers.cache import open_cache
 
 from test_teacher_openai import collect_cli, finish, jsonl, openai_overrides

@@ -238,7 +238,7 @@ def test_select_says_how_many_purchases_the_buying_order_chose_among_tied_candid
     from tailkd.methods.tail import Selection
 
     def summary(shares, bought):
-        return Selection(order=[], answers={}, shares=shares).summary(bought)
+        return Selection(order=[], samples={}, shares=shares).summary(bought)
 
     weak = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25, "e": 0.25, "f": 0.75}
     # 5 of 6 candidates tie at the lowest share; 2 of them bought: both could have been 2 others

@@ -49,3 +49,16 @@ def test_every_inference_step_runs_on_the_training_device(accelerator, signals, 
     assert kinds == ({"samples", "ta"} if signals == "all" else {"samples"})
     assert {device for _, device in seen} == {expected}
     assert results["device"].startswith(expected)
+
+
+def test_select_with_ta_student_decodes_every_output_in_the_candidates_sampling_pass(tmp_path, monkeypatch):
+    """select samples its candidates with their greedy outputs beside the samples; ta_student then
+    judges the bought ones' outputs from that pass, not from a greedy pass of their own."""
+    monkeypatch.setenv("TAILKD_CACHE_DIR", str(tmp_path / "cache"))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "method=tail_no_warmup", "signals=select", "logger=csv",
+                                          "signals.ta_student.enabled=true", "signals.cache=false"])
+    seen: list[tuple[str, str]] = []
+    _spy(monkeypatch, seen)
+    instantiate(cfg.method).run(cfg, tmp_path)
+    assert [kind for kind, _ in seen] == ["samples", "ta"]

@@ -12,7 +12,7 @@ from tailkd.methods.elad import Elad
 from tailkd.signals.explanations import Explained, changes, disagreement, entropy, explain, removal_flips
 from tailkd.tasks import Example
 from tailkd.tasks.rationale import split_steps
-from tailkd.teachers.backends.base import TeacherRequest
+from tailkd.teachers.backends.protocol import TeacherRequest
 from tailkd.teachers.backends.simulated import SimulatedBackend
 
 from helpers import chain_task, tiny_student

@@ -15,7 +15,7 @@ from tailkd.methods.finetune import oracle_annotations
 from tailkd.report import find_runs, group_runs
 from tailkd.signals import SignalSettings, weigh
 from tailkd.signals.measure import Measured
-from tailkd.teachers.base import Annotation
+from tailkd.teachers.annotation import Annotation
 from tailkd.training.records import records_from_annotations, trainable
 
 GOLD = {"q0": "A", "q1": "B", "q2": "C"}

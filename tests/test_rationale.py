@@ -9,7 +9,7 @@ import pytest
 
 from tailkd.tasks import Task
 from tailkd.tasks.rationale import clean_rationale
-from tailkd.teachers.base import split_rationale
+from tailkd.teachers.annotation import split_rationale
 
 from helpers import chain_task, task_cfg
 from test_cli import _jsonl, train

@@ -10,7 +10,7 @@ from tailkd.signals import Decoding, Measured, SignalCache, SignalSettings, meas
 from tailkd.signals.combine import combine, normalise
 from tailkd.signals.measure import greedy_outputs
 from tailkd.signals.self_consistency import self_consistency, summarise
-from tailkd.signals.ta import LanguageModelTA, Scored, TAScore
+from tailkd.signals.ta import LanguageModelTA, Attempt, TAScore
 from tailkd.signals.verifier import ArithmeticVerifierTA, check_arithmetic
 from tailkd.signals.weigh import drop_lowest
 from tailkd.stats import auroc
@@ -42,7 +42,7 @@ def test_ta_scores_match_a_per_example_computation():
     student = tiny_student(init_seed=4)
     task = chain_task()
     ta = LanguageModelTA(student, task, batch_size=4)
-    items = [Scored(e, e.rationale, e.answer) for e in EXAMPLES]
+    items = [Attempt(e, e.rationale, e.answer) for e in EXAMPLES]
     batched = ta.score(items)
     single = [ta.score([item])[0] for item in items]
     for b, s in zip(batched, single):
@@ -60,10 +60,10 @@ def test_ta_scores_match_a_per_example_computation():
 
 
 def _uneven_items():
-    """Scored items whose lengths alternate long and short, so that batches in the order given pad every
+    """Attempt items whose lengths alternate long and short, so that batches in the order given pad every
     short one to a long one's length."""
     long = " ".join(f"{i} + 1 = {i + 1}." for i in range(12))
-    return [Scored(e, long if i % 2 == 0 else e.rationale, e.answer) for i, e in enumerate(EXAMPLES)]
+    return [Attempt(e, long if i % 2 == 0 else e.rationale, e.answer) for i, e in enumerate(EXAMPLES)]
 
 
 def _input_shapes(model):
@@ -108,12 +108,12 @@ def test_ta_reads_the_lm_head_at_target_positions_only():
 
 def test_ta_answer_probability_is_zero_without_an_answer_and_confidence_modes_differ():
     student = tiny_student(init_seed=4)
-    scores = {mode: LanguageModelTA(student, chain_task(), confidence=mode).score([Scored(EXAMPLES[0], "1 + 4 = 5.", "5")])[0]
+    scores = {mode: LanguageModelTA(student, chain_task(), confidence=mode).score([Attempt(EXAMPLES[0], "1 + 4 = 5.", "5")])[0]
               for mode in ("mean", "likelihood", "answer")}
     assert scores["likelihood"].confidence == pytest.approx(math.exp(scores["likelihood"].mean_logprob))
     assert scores["answer"].confidence == pytest.approx(scores["answer"].answer_prob)
     assert scores["mean"].confidence == pytest.approx((scores["likelihood"].confidence + scores["answer"].confidence) / 2)
-    none = LanguageModelTA(student, chain_task()).score([Scored(EXAMPLES[0], "I do not know", None)])[0]
+    none = LanguageModelTA(student, chain_task()).score([Attempt(EXAMPLES[0], "I do not know", None)])[0]
     assert none.answer_prob == 0.0
     with pytest.raises(ConfigError, match="ta.confidence"):
         LanguageModelTA(student, chain_task(), confidence="vibes")
@@ -125,7 +125,7 @@ def test_verifier_checks_each_equation_and_the_final_answer():
     assert check_arithmetic("12 + 7 = 19. 19 - 3 = 16.", "17") == (3, 1)
     assert check_arithmetic("She pays $5 x 3 = $15 and 1,200 / 4 = 300.", "300") == (3, 0)
     assert check_arithmetic("Birds fly south.", "yes") == (0, 0)
-    scores = ArithmeticVerifierTA().score([Scored(EXAMPLES[0], "2 + 2 = 5.", "5"), Scored(EXAMPLES[0], "no maths", "3")])
+    scores = ArithmeticVerifierTA().score([Attempt(EXAMPLES[0], "2 + 2 = 5.", "5"), Attempt(EXAMPLES[0], "no maths", "3")])
     assert scores[0].confidence == pytest.approx(0.5) and scores[1].confidence == 1.0
 
 
@@ -174,7 +174,7 @@ def test_ta_marks_answer_tokens_as_training_tokenises_them():
     task = chain_task()
     ta = LanguageModelTA(student, task)
     example = Example("n", "What is 3 - 9?", "-6", "3 - 9 = -6.")
-    _, ids, is_answer = ta._pieces(Scored(example, example.rationale, "-6"))
+    _, ids, is_answer = ta._pieces(Attempt(example, example.rationale, "-6"))
     whole = student.tokenizer(task.target(example.rationale, "-6"), add_special_tokens=False)["input_ids"]
     assert ids[:-1] == whole  # the same tokens the student is trained on
     answer_text = student.tokenizer.decode([i for i, a in zip(ids, is_answer) if a])
@@ -263,7 +263,9 @@ def test_answers_already_sampled_are_reused_and_only_the_other_questions_sampled
     original = M.sample_texts
     monkeypatch.setattr(M, "sample_texts", lambda s, p, *a, **kw: prompts.append(list(p)) or original(s, p, *a, **kw))
     sc = SignalSettings.from_cfg({"self_consistency": {"enabled": True, "k": 3}})
-    known = {"e1": ["7", "7", None], "e4": ["1", "2", "3"]}
+    from tailkd.signals.measure import Samples
+
+    known = {"e1": Samples(["7", "7", None], "so 7"), "e4": Samples(["1", "2", "3"], "so 1")}
     measured = measure_signals(sc, tiny_student(init_seed=4), None, chain_task(), _annotations(),
                                {e.id: e for e in EXAMPLES}, decoding=DECODING, seed=0, cache=SignalCache(None),
                                sampled=known)
@@ -382,7 +384,7 @@ def test_judge_ta_reads_p_yes_against_p_no_from_one_forward_pass():
 
     student = tiny_student(init_seed=4)
     judge = JudgeTA(student, chain_task(), batch_size=2)
-    items = [Scored(e, e.rationale, e.answer) for e in EXAMPLES[:3]] + [Scored(EXAMPLES[0], "2 + 2 = 5.", "5")]
+    items = [Attempt(e, e.rationale, e.answer) for e in EXAMPLES[:3]] + [Attempt(EXAMPLES[0], "2 + 2 = 5.", "5")]
     scores = judge.score(items)
     tok = student.tokenizer
     for item, score in zip(items, scores):
@@ -407,7 +409,7 @@ def test_judge_ta_preset_builds_and_is_keyed_by_its_prompt(tmp_path):
     judge = build_ta(cfg, chain_task(), tmp_path, TEXTS * 4)
     assert isinstance(judge, JudgeTA)
     other = build_ta({**cfg, "judge_prompt": "Right? {{ question }} {{ output }}"}, chain_task(), tmp_path, TEXTS * 4)
-    item = Scored(EXAMPLES[0], EXAMPLES[0].rationale, EXAMPLES[0].answer)
+    item = Attempt(EXAMPLES[0], EXAMPLES[0].rationale, EXAMPLES[0].answer)
     assert judge.key(item) != other.key(item)  # a new prompt is a new score in the signal cache
     with pytest.raises(ConfigError, match="ta.kind"):
         build_ta({**cfg, "kind": "oracle"}, chain_task(), tmp_path, TEXTS)

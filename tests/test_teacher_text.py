@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tailkd.tasks import Task
 from tailkd.teachers.audit import parse_audit
-from tailkd.teachers.base import Annotation, split_rationale
+from tailkd.teachers.annotation import Annotation, split_rationale
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
 
@@ -294,7 +294,7 @@ def _cqa_data(rows: list[dict]):
 
 
 def test_recorded_text_is_cut_but_its_cut_tokens_still_count_as_spent(tmp_path):
-    from tailkd.teachers.base import approx_tokens
+    from tailkd.teachers.annotation import approx_tokens
 
     rows = [{**ROW, "id": f"q{i}"} for i in range(3)]
     path = tmp_path / "teacher.jsonl"

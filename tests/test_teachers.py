@@ -11,7 +11,7 @@ from tailkd.tasks import Task, load_task_data
 from tailkd.teachers import Budget, CompletionCache, build_collector
 from tailkd.teachers.backends import Completion, TeacherCallError
 from tailkd.teachers.backends.simulated import SimulatedBackend
-from tailkd.teachers.base import split_rationale
+from tailkd.teachers.annotation import split_rationale
 from tailkd.teachers.budget import BudgetGuard, Spend
 from tailkd.teachers.collect import Collector, RetryPolicy
 from tailkd.teachers.pricing import Price

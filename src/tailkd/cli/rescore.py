@@ -42,7 +42,7 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
     """One row per annotation of every run: its gold verdict, the new TA's scores and the run's own."""
     from tailkd.methods.annotate import default_cache_dir
     from tailkd.methods.pipeline import inference_precision, training_texts
-    from tailkd.signals.assistant import Scored
+    from tailkd.signals.assistant import Attempt
     from tailkd.signals.ta import build_ta
     from tailkd.tasks import load_task_data
 
@@ -65,7 +65,7 @@ def rescore(run_dirs: list[Path], ta_cfg: dict, device: str = "cpu", cache_dir: 
         # under the run's autocast, as the run scored them: the same TA gives the run's own numbers
         precision = inference_precision(OmegaConf.create(cfg), ta.model) if ta.model is not None else nullcontext()
         with precision:
-            scores = ta.score([Scored(examples[a["example_id"]], a["rationale"], a["answer"]) for a in annotations])
+            scores = ta.score([Attempt(examples[a["example_id"]], a["rationale"], a["answer"]) for a in annotations])
         for a, score in zip(annotations, scores):
             key = (a["example_id"], a.get("sample_index", 0))
             rows.append({"run": str(run), "seed": cfg.get("seed"), "id": key[0], "sample_index": key[1],

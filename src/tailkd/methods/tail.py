@@ -35,7 +35,7 @@ from tailkd.signals import (
     weigh,
     weighted_accuracy,
 )
-from tailkd.signals.measure import sampled_answers
+from tailkd.signals.measure import Samples, sample_questions
 from tailkd.signals.self_consistency import summarise
 from tailkd.signals.ta import build_ta
 from tailkd.teachers import Budget
@@ -103,7 +103,7 @@ class Tail:
         # so a parse failure is neither measured nor ranked nor counted in a filter's quota
         trained = trainable(annotations)
         weights, signal_summary = from_rank_zero(
-            self._signals(run, settings, student, trainer, trained, decoding, selection.answers if selection else None))
+            self._signals(run, settings, student, trainer, trained, decoding, selection.samples if selection else None))
         records = records_from_annotations(trained, data.task, examples, weights=weights)
         if initial_state is not None:
             student.model.load_state_dict(initial_state)
@@ -123,20 +123,20 @@ class Tail:
     def _least_consistent_first(self, run: pipeline.Run, settings, student, trainer, rest, decoding) -> Selection:
         """``rest`` with its candidates (every question, or the next ``signals.select_candidates`` in buying
         order) first, ordered by the warmed-up student's majority share, lowest first (ties keep the buying
-        order); each candidate's share goes to selection.jsonl. The candidates' sampled answers are then
-        their self-consistency signal (not sampled a second time)."""
+        order); each candidate's share goes to selection.jsonl. The candidates' samples are then their
+        self-consistency signal and their greedy outputs what ta_student judges (not decoded a second time)."""
         # sampling a large pool costs more compute than the purchases: a cap keeps select affordable
         n = len(rest) if settings.select_candidates is None else settings.select_candidates
         candidates, others = rest[:n], rest[n:]
         with pipeline.inference(run.cfg, student, trainer):
-            answers = from_rank_zero(sampled_answers(student, run.data.task, candidates, settings, decoding,
-                                                     int(run.cfg.seed), _signal_cache(run.cfg, student, trainer),
-                                                     desc="select: sampling the candidates"))
-        shares = {e.id: summarise(answers[e.id]).majority_share for e in candidates}
+            samples = from_rank_zero(sample_questions(student, run.data.task, candidates, settings, decoding,
+                                                      int(run.cfg.seed), _signal_cache(run.cfg, student, trainer),
+                                                      desc="select: sampling the candidates"))
+        shares = {e.id: summarise(samples[e.id].answers).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
         pipeline.write_jsonl(run.dir / "selection.jsonl", ({"id": e.id, "rank": i, "majority_share": shares[e.id],
-                                                     "answers": answers[e.id]} for i, e in enumerate(ordered)))
-        return Selection(ordered + others, answers, shares)
+                                                     "answers": samples[e.id].answers} for i, e in enumerate(ordered)))
+        return Selection(ordered + others, samples, shares)
 
     def _signals(self, run: pipeline.Run, settings, student, trainer, annotations, decoding, sampled=None):
         """Measure, weigh and record the signals of every trainable annotation: (raw weights aligned with
@@ -167,10 +167,10 @@ class Tail:
 
 @dataclass(frozen=True)
 class Selection:
-    """select's buying order, with each candidate's sampled answers and majority share."""
+    """select's buying order, with each candidate's samples and majority share."""
 
     order: list
-    answers: dict[str, list]
+    samples: dict[str, Samples]
     shares: dict[str, float]
 
     def summary(self, bought: Sequence[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What every teaching assistant is: what it judges (:class:`Scored`), what it answers
+"""What every teaching assistant is: what it judges (:class:`Attempt`), what it answers
 (:class:`TAScore`), and the :class:`TeachingAssistant` protocol the signals use it through. Pure
 Python: the rule-based verifier needs no torch, the model TAs of :mod:`.ta` bring it."""
 
@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Scored:
-    """What the TA judged: a question and an output written for it."""
+class Attempt:
+    """What the TA judges: a question and one attempt at it (a rationale and an answer), the student's or
+    the teacher's."""
 
     example: Example
     rationale: str | None
@@ -41,11 +42,11 @@ class TeachingAssistant(Protocol):
     confidence: str | None
     batch_size: int | None
 
-    def key(self, item: Scored) -> Any:
+    def key(self, item: Attempt) -> Any:
         """Everything the score of ``item`` depends on besides the TA's identity (the texts it reads), as
         JSON: the signal cache's key."""
         ...
 
-    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
+    def score(self, items: Sequence[Attempt], desc: str = "TA: scoring") -> list[TAScore]:
         """One score per item, in order; ``desc`` names the progress."""
         ...

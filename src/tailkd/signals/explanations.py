@@ -23,7 +23,7 @@ from tailkd.progress import batches
 from tailkd.signals.self_consistency import sample_texts
 from tailkd.tasks import Example, Task
 from tailkd.tasks.rationale import SPLITS, split_steps  # noqa: F401 (re-exported)
-from tailkd.teachers.base import split_rationale
+from tailkd.teachers.annotation import split_rationale
 
 VARIANTS = ("prefix", "removal")
 

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass
 from tailkd import timing
 from tailkd.models import Student, generate_texts
 from tailkd.progress import batches
-from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
+from tailkd.signals.assistant import Attempt, TAScore, TeachingAssistant
 from tailkd.signals.cache import SignalCache
 from tailkd.signals.self_consistency import SAMPLER, Consistency, sample_texts, summarise
 from tailkd.signals.settings import SignalSettings
 from tailkd.tasks import Example, Task
 from tailkd.teachers import Annotation
-from tailkd.teachers.base import split_rationale
+from tailkd.teachers.annotation import split_rationale
 
 
 @dataclass(frozen=True)
@@ -57,23 +57,23 @@ def unique_questions(annotations: Sequence[Annotation], examples: Mapping[str, E
     return list(seen.values())
 
 
-def sampled_answers(student: Student, task: Task, questions: Sequence[Example], settings: SignalSettings,
-                    decoding: Decoding, seed: int, cache: SignalCache,
-                    desc: str = "self-consistency: sampling the student") -> dict[str, list[str | None]]:
-    """Each question's k sampled answers (the texts cached, the answers extracted now); ``desc`` names
-    the progress."""
-    return sampled_answers_and_outputs(student, task, questions, settings, decoding, seed, cache, desc)[0]
+@dataclass(frozen=True)
+class Samples:
+    """A question's k sampled answers and the student's greedy output (which ta_student judges), both
+    from one decoding pass."""
+
+    answers: list[str | None]
+    output: str
 
 
-def sampled_answers_and_outputs(student: Student, task: Task, questions: Sequence[Example],
-                                settings: SignalSettings, decoding: Decoding, seed: int, cache: SignalCache,
-                                desc: str = "signals: sampling the student",
-                                ) -> tuple[dict[str, list[str | None]], dict[str, str]]:
-    """Each question's k sampled answers and its greedy output (which ta_student judges), from one
-    decoding pass: the greedy output is one more row beside the k samples, on the same prompt cache.
-    It is decoded whichever signals are on, so that every preset of a signal ablation reads the one
-    cached entry (the batch's numbers depend on its rows: samples drawn without it would be another
-    entry, sampled again); it costs a row in a batch that computes the prompt anyway."""
+def sample_questions(student: Student, task: Task, questions: Sequence[Example], settings: SignalSettings,
+                     decoding: Decoding, seed: int, cache: SignalCache,
+                     desc: str = "signals: sampling the student") -> dict[str, Samples]:
+    """Each question's :class:`Samples`: the greedy output is one more row beside the k samples, on the
+    same prompt cache. It is decoded whichever signals are on, so that every preset of a signal
+    ablation reads the one cached entry (the batch's numbers depend on its rows: samples drawn without
+    it would be another entry, sampled again); it costs a row in a batch that computes the prompt
+    anyway. The texts are cached, the answers extracted now; ``desc`` names the progress."""
     prompts = [task.prompt(e) for e in questions]
     key = {"model": cache.model_id(student.model), "prompts": prompts, "k": settings.k,
            "temperature": settings.temperature, "seed": seed, "task_version": task.version, "sampler": SAMPLER,
@@ -82,8 +82,7 @@ def sampled_answers_and_outputs(student: Student, task: Task, questions: Sequenc
         texts = cache.fetch("samples", key, lambda: sample_texts(
             student, prompts, decoding.max_new_tokens, k=settings.k, temperature=settings.temperature,
             batch_size=decoding.batch_size, stop=decoding.stop, seed=seed, desc=desc, and_greedy=True))
-    answers = {e.id: [task.extract_answer(t, e) for t in sampled[:-1]] for e, sampled in zip(questions, texts)}
-    return answers, {e.id: sampled[-1] for e, sampled in zip(questions, texts)}
+    return {e.id: Samples([task.extract_answer(t, e) for t in rows[:-1]], rows[-1]) for e, rows in zip(questions, texts)}
 
 
 def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], decoding: Decoding,
@@ -100,7 +99,7 @@ def greedy_outputs(student: Student, task: Task, questions: Sequence[Example], d
         return dict(zip((e.id for e in questions), cache.fetch("student_outputs", key, generate)))
 
 
-def ta_scores(ta: TeachingAssistant, items: Sequence[Scored], cache: SignalCache,
+def ta_scores(ta: TeachingAssistant, items: Sequence[Attempt], cache: SignalCache,
               desc: str = "TA: scoring") -> list[TAScore]:
     """The TA's scores of ``items``, keyed by its identity and the exact texts it reads (``ta.key``);
     ``desc`` names the progress."""
@@ -123,35 +122,35 @@ def measure_signals(
     decoding: Decoding,
     seed: int = 0,
     cache: SignalCache | None = None,
-    sampled: Mapping[str, Sequence[str | None]] | None = None,
+    sampled: Mapping[str, Samples] | None = None,
 ) -> list[Measured]:
-    """The enabled signals of every annotation, in the order given. ``sampled``: questions' answers
-    this same student already sampled (select's candidates), used as they are; only the other
-    questions are sampled."""
+    """The enabled signals of every annotation, in the order given. ``sampled``: questions this same
+    student already sampled (select's candidates), their answers and greedy outputs used as they are;
+    only the other questions are sampled."""
     cache = cache or SignalCache(None)
     questions = unique_questions(annotations, examples)
-    known = {e.id: list(sampled[e.id]) for e in questions if sampled and e.id in sampled}
+    samples = {e.id: sampled[e.id] for e in questions if sampled and e.id in sampled}
     answers: dict[str, list[str | None]] = {}
     outputs: dict[str, str] = {}
     judged_student: dict[str, TAScore] = {}
     judged_teacher: list[TAScore | None] = [None] * len(annotations)
     if "self_consistency" in settings.enabled:
-        missing = [e for e in questions if e.id not in known]
-        sampled_now, greedy = (sampled_answers_and_outputs(student, task, missing, settings, decoding, seed, cache)
-                               if missing else ({}, {}))
-        answers = {**known, **sampled_now}
-        outputs = greedy if "ta_student" in settings.enabled else {}
+        missing = [e for e in questions if e.id not in samples]
+        if missing:
+            samples.update(sample_questions(student, task, missing, settings, decoding, seed, cache))
+        answers = {i: list(s.answers) for i, s in samples.items()}
     if "ta_student" in settings.enabled:
+        outputs = {i: s.output for i, s in samples.items()}
         unjudged = [e for e in questions if e.id not in outputs]
         if unjudged:
             outputs.update(greedy_outputs(student, task, unjudged, decoding, cache))
         parsed = [split_rationale(outputs[e.id], task) for e in questions]
-        scores = ta_scores(ta, [Scored(e, r, a) for e, (r, a) in zip(questions, parsed)], cache,
+        scores = ta_scores(ta, [Attempt(e, r, a) for e, (r, a) in zip(questions, parsed)], cache,
                            "TA: scoring the student's outputs")
         judged_student = {e.id: s for e, s in zip(questions, scores)}
     if "ta_teacher" in settings.enabled:
         judged_teacher = list(ta_scores(
-            ta, [Scored(examples[a.example_id], a.rationale, a.answer) for a in annotations], cache,
+            ta, [Attempt(examples[a.example_id], a.rationale, a.answer) for a in annotations], cache,
             "TA: scoring the teacher's annotations"))
     return [
         Measured(

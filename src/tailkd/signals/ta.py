@@ -19,7 +19,7 @@ from tailkd.models import Student
 from tailkd.models.generation import eval_mode
 from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
-from tailkd.signals.assistant import Scored, TAScore, TeachingAssistant
+from tailkd.signals.assistant import Attempt, TAScore, TeachingAssistant
 from tailkd.tasks import Task
 from tailkd.training.loss import IGNORE_INDEX, scored_positions
 from tailkd.training.module import head_on
@@ -38,18 +38,18 @@ class LanguageModelTA:
             raise ConfigError(f"ta.confidence={confidence!r} is unknown; choose one of {list(CONFIDENCES)}")
         self.model, self.task, self.batch_size, self.confidence = model, task, int(batch_size), confidence
 
-    def texts(self, item: Scored) -> tuple[str, str, str]:
+    def texts(self, item: Attempt) -> tuple[str, str, str]:
         """What the TA reads for ``item``: the prompt, the target (as training renders it) and the
         answer span within it."""
         answer = item.answer or ""
         target = self.task.target(item.rationale, answer) if item.answer else (item.rationale or "")
         return self.task.prompt(item.example), target, answer
 
-    def key(self, item: Scored) -> tuple[str, str, str]:
+    def key(self, item: Attempt) -> tuple[str, str, str]:
         """Everything the score of ``item`` depends on besides the weights: the exact texts."""
         return self.texts(item)
 
-    def _pieces(self, item: Scored) -> Pieces:
+    def _pieces(self, item: Attempt) -> Pieces:
         """Prompt ids, target ids, and which target ids carry the answer.
 
         The target is tokenised whole, as in training, and the answer's tokens are found by their
@@ -68,7 +68,7 @@ class LanguageModelTA:
         return prompt, ids, is_answer
 
     @torch.no_grad()
-    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
+    def score(self, items: Sequence[Attempt], desc: str = "TA: scoring") -> list[TAScore]:
         """The scores of ``items``, in their order. Batches take the items longest first, so each pads to
         about its own length, and the first needs the most memory, where running out costs least."""
         pieces = [self._pieces(item) for item in items]
@@ -80,7 +80,7 @@ class LanguageModelTA:
                     scores[i] = score
         return scores
 
-    def _score_batch(self, items: Sequence[Scored], pieces: Sequence[Pieces]) -> list[TAScore]:
+    def _score_batch(self, items: Sequence[Attempt], pieces: Sequence[Pieces]) -> list[TAScore]:
         """One teacher-forced pass over the batch (right-padded to its longest)."""
         pad = self.model.tokenizer.pad_token_id
         causal = self.model.is_causal
@@ -177,7 +177,7 @@ class JudgeTA:
         if not self._yes or not self._no:
             raise ConfigError("ta.kind=judge: this tokenizer does not tell 'yes' from 'no' by their first tokens")
 
-    def text(self, item: Scored) -> str:
+    def text(self, item: Attempt) -> str:
         output = self.task.target(item.rationale, item.answer).strip() if item.answer else (item.rationale or "")
         user = self._template.render(question=item.example.question, output=output)
         tok = self.model.tokenizer
@@ -185,11 +185,11 @@ class JudgeTA:
             return tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
         return user + "\n"
 
-    def key(self, item: Scored) -> str:
+    def key(self, item: Attempt) -> str:
         return self.text(item)
 
     @torch.no_grad()
-    def score(self, items: Sequence[Scored], desc: str = "TA: scoring") -> list[TAScore]:
+    def score(self, items: Sequence[Attempt], desc: str = "TA: scoring") -> list[TAScore]:
         tok, model = self.model.tokenizer, self.model.model
         out: list[TAScore] = []
         with eval_mode(model):

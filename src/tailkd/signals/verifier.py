@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Sequence
 
-from tailkd.signals.assistant import Scored, TAScore
+from tailkd.signals.assistant import Attempt, TAScore
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?"
 _EQUATION = re.compile(rf"((?:{_NUM}\s*[-+*/x×·÷]\s*)+{_NUM})\s*=\s*({_NUM})")
@@ -69,10 +69,10 @@ class ArithmeticVerifierTA:
     batch_size = None
     version = 1
 
-    def key(self, item: Scored) -> tuple[str | None, str | None]:
+    def key(self, item: Attempt) -> tuple[str | None, str | None]:
         return item.rationale, item.answer
 
-    def score(self, items: Sequence[Scored], desc: str = "") -> list[TAScore]:
+    def score(self, items: Sequence[Attempt], desc: str = "") -> list[TAScore]:
         """``desc`` is the model TAs' progress label; checking arithmetic is instant and shows none."""
         out = []
         for item in items:

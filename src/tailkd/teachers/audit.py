@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tailkd.teachers.base import Annotation
+from tailkd.teachers.annotation import Annotation
 
 log = logging.getLogger(__name__)
 

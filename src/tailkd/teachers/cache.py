@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.base import Completion
+from tailkd.teachers.backends.protocol import Completion
 from tailkd.teachers.claims import claim_held
 
 CACHE_FILE = "teacher_cache.sqlite"  # in the cache folder

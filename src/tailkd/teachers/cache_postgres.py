@@ -21,7 +21,7 @@ import threading
 from urllib.parse import urlsplit
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.base import Completion
+from tailkd.teachers.backends.protocol import Completion
 from tailkd.teachers.claims import claim_held
 
 _DDL = (

@@ -22,7 +22,7 @@ import jinja2
 from tailkd.errors import ConfigError
 from tailkd.progress import Progress
 from tailkd.tasks import Example
-from tailkd.teachers.base import Annotation
+from tailkd.teachers.annotation import Annotation
 from tailkd.teachers.collect import Collector
 
 _QUESTION = re.compile(r"question\s*[:.-]\s*(.+)", re.IGNORECASE | re.DOTALL)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.base import Backend, Bound, Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.protocol import Backend, Bound, Completion, TeacherCallError, TeacherRequest
 
 BACKENDS = ("openai", "hf_local", "recorded", "simulated")
 

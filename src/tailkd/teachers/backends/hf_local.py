@@ -19,7 +19,7 @@ from tailkd.errors import ConfigError
 from tailkd.models.embedded import EMBEDDED
 from tailkd.models.generation import cut_at_stop, generate_texts, hf_generate_texts
 from tailkd.models.student import DTYPES, Student, load_student
-from tailkd.teachers.backends.base import Bound, Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 
 log = logging.getLogger(__name__)
 

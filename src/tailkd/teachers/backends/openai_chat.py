@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.base import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.backends.openai_wire import TOKEN_PARAMS, ChatFormat, completion_from
-from tailkd.teachers.base import approx_tokens
+from tailkd.teachers.annotation import approx_tokens
 from tailkd.teachers.ratelimit import RateLimiter, retry_after
 from tailkd.teachers.settings import check_teacher_cfg
 
@@ -116,7 +116,7 @@ class OpenAIBackend:
             return [_scrubbed(r, key) for r in self.batch.complete(requests, self._client(key))]
         if self.samples_per_request and len(requests) > 1:
             return self._grouped(requests)
-        return [self._one(r) for r in requests]
+        return [self._single(r) for r in requests]
 
     def _grouped(self, requests: Sequence[TeacherRequest]) -> list[Completion | TeacherCallError]:
         """Requests that differ only in their sample index go out as one request with ``n``; a server
@@ -127,23 +127,17 @@ class OpenAIBackend:
         out: list[Completion | TeacherCallError | None] = [None] * len(requests)
         for members in groups.values():
             first = requests[members[0]]
-            answers = self._one(first, n=len(members)) if len(members) > 1 else [self._one(first)]
-            answers = answers if isinstance(answers, list) else [answers]
+            answers = self._several(first, len(members)) if len(members) > 1 else [self._single(first)]
             for position, i in enumerate(members):
                 if position < len(answers) and (position == 0 or isinstance(answers[position], Completion)):
                     out[i] = answers[position]
                 else:  # not answered in the group: on its own
-                    out[i] = self._one(requests[i])
+                    out[i] = self._single(requests[i])
         return out  # type: ignore[return-value]
 
-    def _one(self, request: TeacherRequest, n: int = 1):
-        """One request's completion (or error); with ``n`` > 1 a list, one per choice returned: the
-        first carries the prompt's tokens, every choice its own output tokens."""
-        if n > 1:
-            return self._several(request, n)
-        return self._single(request)
-
     def _several(self, request: TeacherRequest, n: int) -> list[Completion | TeacherCallError]:
+        """One request asking for ``n`` choices: a completion (or error) per choice returned, the first
+        carrying the prompt's tokens, every choice its own output tokens."""
         key = os.environ.get(self.api_key_env)
         if not key:
             return [TeacherCallError(f"environment variable {self.api_key_env} is not set", retryable=False)]
