@@ -9,10 +9,10 @@ import torch
 
 from tailkd.errors import ConfigError, DataError
 from tailkd.tasks import Example
-from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
-from tailkd.teachers.backends.hf_local import HFLocalBackend
-from tailkd.teachers.backends.recorded import RecordedBackend
 from tailkd.teachers.annotation import Annotation, approx_tokens
+from tailkd.teachers.backends.hf_local import HFLocalBackend
+from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
+from tailkd.teachers.backends.recorded import RecordedBackend
 
 from helpers import tiny_student
 

@@ -10,7 +10,7 @@ from tailkd.signals import Decoding, Measured, SignalCache, SignalSettings, meas
 from tailkd.signals.combine import combine, normalise
 from tailkd.signals.measure import greedy_outputs
 from tailkd.signals.self_consistency import self_consistency, summarise
-from tailkd.signals.ta import LanguageModelTA, Attempt, TAScore
+from tailkd.signals.ta import Attempt, LanguageModelTA, TAScore
 from tailkd.signals.verifier import ArithmeticVerifierTA, check_arithmetic
 from tailkd.signals.weigh import drop_lowest
 from tailkd.stats import auroc

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tailkd.tasks import Task
-from tailkd.teachers.audit import parse_audit
 from tailkd.teachers.annotation import Annotation, split_rationale
+from tailkd.teachers.audit import parse_audit
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
 

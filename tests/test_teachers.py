@@ -9,9 +9,9 @@ import pytest
 from tailkd.errors import ConfigError
 from tailkd.tasks import Task, load_task_data
 from tailkd.teachers import Budget, CompletionCache, build_collector
+from tailkd.teachers.annotation import split_rationale
 from tailkd.teachers.backends import Completion, TeacherCallError
 from tailkd.teachers.backends.simulated import SimulatedBackend
-from tailkd.teachers.annotation import split_rationale
 from tailkd.teachers.budget import BudgetGuard, Spend
 from tailkd.teachers.collect import Collector, RetryPolicy
 from tailkd.teachers.pricing import Price

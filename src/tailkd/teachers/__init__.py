@@ -8,8 +8,8 @@ from typing import Any
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import Task
-from tailkd.teachers.backends import build_backend
 from tailkd.teachers.annotation import Annotation
+from tailkd.teachers.backends import build_backend
 from tailkd.teachers.budget import Budget
 from tailkd.teachers.cache import CACHE_FILE, CompletionCache, open_cache
 from tailkd.teachers.collect import Collector, RetryPolicy, get_selector

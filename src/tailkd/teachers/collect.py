@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from tailkd import timing
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
-from tailkd.teachers.backends.protocol import Backend, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.annotation import Annotation, approx_tokens
+from tailkd.teachers.backends.protocol import Backend, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.budget import Budget, BudgetGuard, Spend
 from tailkd.teachers.cache import CompletionCache
 from tailkd.teachers.ledger import Ledger

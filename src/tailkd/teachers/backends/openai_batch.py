@@ -25,8 +25,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tailkd.jsonl import parse_objects
-from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.backends.openai_wire import completion_from, message_content
+from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
 
 log = logging.getLogger(__name__)
 

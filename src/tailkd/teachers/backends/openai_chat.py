@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tailkd.errors import ConfigError
-from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
-from tailkd.teachers.backends.openai_wire import TOKEN_PARAMS, ChatFormat, completion_from
 from tailkd.teachers.annotation import approx_tokens
+from tailkd.teachers.backends.openai_wire import TOKEN_PARAMS, ChatFormat, completion_from
+from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.ratelimit import RateLimiter, retry_after
 from tailkd.teachers.settings import check_teacher_cfg
 

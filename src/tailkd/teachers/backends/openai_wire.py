@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tailkd.teachers.backends.protocol import Completion, TeacherRequest
 from tailkd.teachers.annotation import approx_tokens
+from tailkd.teachers.backends.protocol import Completion, TeacherRequest
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")

@@ -11,8 +11,8 @@ from typing import Any
 
 from tailkd.errors import ConfigError, DataError
 from tailkd.jsonl import read_objects
-from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.annotation import approx_tokens
+from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 
 log = logging.getLogger(__name__)
 

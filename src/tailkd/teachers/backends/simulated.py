@@ -21,8 +21,8 @@ from typing import Any
 from tailkd.errors import ConfigError
 from tailkd.tasks import Example, Task
 from tailkd.tasks.rationale import same_step, split_steps
-from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.annotation import approx_tokens, split_rationale
+from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 
 KINDS = ("wrong_answer", "wrong_step")
 _INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
