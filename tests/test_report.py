@@ -35,6 +35,7 @@ def make_sweep(root: Path, with_overrides: bool = True) -> None:
             "test_accuracy": acc, "test_accuracy_before": 0.13, "budget_max_queries": budget,
             "teacher_queries": budget, "teacher_cost_usd": budget * 0.001, "teacher_paid_usd": 0.0 if seed else budget * 0.001,
             "teacher_cache_hits": budget if seed else 0, "teacher_failures": 0, "teacher_error_rate": 0.4,
+            "runtime_s": 60.0 * (seed + 1) + (60.0 if method == "tail" else 0.0),
         }
         overrides = [f"method={method}", f"budget.max_queries={budget}", "teacher.corruption.rate=0.4",
                      f"seed={seed}", "logger=csv"]
@@ -77,6 +78,9 @@ def test_report_writes_markdown_csv_and_plots(tmp_path):
     assert "| tail | all | 50 | 3 | 0.360 ± 0.030 | +12.5% | +0.040 ± 0.010 (3/0) |" in report
     assert "| tail | all | 100 | 3 | 0.420 ± 0.026 | +0.0% | +0.000 ± 0.017 (2/1) |" in report  # +.01 +.01 -.02
     assert "0.610 ± 0.010" in report  # AUROC of self-consistency over seeds 0, 1, 2
+    # what a setting costs to run: the mean wall time of its seeds (2, 3, 4 min for tail), beside the spend
+    assert "| teacher cost USD | wall time (min) | commit |" in report
+    assert "| 0.0500 | 3.0 | – |" in report
     for png in ("accuracy_vs_budget.png", "signal_auroc.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (tmp_path / "summary.csv").open() as f:

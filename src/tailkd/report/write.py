@@ -85,7 +85,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                      "detectable (80% power)"] + (
         ["test questions right here / in baseline only (sign test)"] if per_question else []) + (
         ["share of oracle headroom [95% CI]"] if headroom else []) + [
-        "before training", "teacher queries", "teacher cost USD", "commit"]
+        "before training", "teacher queries", "teacher cost USD", "wall time (min)", "commit"]
     rows = []
     for g in groups:
         base = is_baseline(g.setting, baseline)
@@ -98,7 +98,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
             [_headroom(g.headroom_share(metric)) if not base and g.oracle is not g else ""] if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
-            " ".join(g.commits()) or "–",
+            _num(g.mean("runtime_s") / 60, 1), " ".join(g.commits()) or "–",
         ])
     lines += _table(header, rows)
 
@@ -160,7 +160,7 @@ def _write_runs_csv(runs: list[Run], path: Path) -> None:
 
 def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs: list[str], path: Path) -> None:
     numbers = [metric, f"{metric}_before", *SPEND, *aurocs, "teacher_annotation_accuracy", WEIGHTED,
-               "select_bought_by_order"]
+               "select_bought_by_order", "runtime_s"]
     setting_keys = sorted({k for g in groups for k in g.setting})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
