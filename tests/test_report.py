@@ -281,8 +281,9 @@ def test_signal_aurocs_pooled_over_seeds_with_a_bootstrap_interval(tmp_path):
 
 
 def test_signal_section_shows_the_share_of_training_weight_on_right_answers(tmp_path):
-    """Bought 50% right at each seed; the weights put 70% and 80% of the training on right answers. A
-    third seed from before the weighted share was recorded (90% bought) stays out of both means."""
+    """Bought 50% right at each seed, 60% of what trains (parse failures never do); the weights put 70%
+    and 80% of the training on right answers. A third seed from before the weighted share was recorded
+    (90% bought) stays out of the means."""
     for seed, weighted in ((0, 0.7), (1, 0.8), (2, None)):
         folder = tmp_path / f"tail_s{seed}"
         (folder / ".hydra").mkdir(parents=True)
@@ -292,11 +293,12 @@ def test_signal_section_shows_the_share_of_training_weight_on_right_answers(tmp_
                    "teacher_annotation_accuracy": 0.5 if weighted else 0.9}
         if weighted is not None:
             results["teacher_annotation_accuracy_weighted"] = weighted
+            results["teacher_annotation_accuracy_trained"] = 0.6
         (folder / "results.json").write_text(json.dumps(results))
     assert report_main([str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "teacher right: bought → by weight" in text
-    assert "| 0.700 ± 0.000 | 0.700 ± 0.000 | 0.500 → 0.750 |" in text
+    assert "teacher right: bought → trained → by weight" in text
+    assert "| 0.700 ± 0.000 | 0.700 ± 0.000 | 0.500 → 0.600 → 0.750 |" in text
     (summary,) = csv.DictReader((tmp_path / "summary.csv").open())
     assert float(summary["teacher_annotation_accuracy_weighted_mean"]) == pytest.approx(0.75)
 

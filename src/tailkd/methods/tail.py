@@ -161,6 +161,7 @@ class Tail:
                    "signal_cache_hits": cache.hits}
         if settings.enabled:
             summary.update(auroc_summary(weighed, correct),
+                           teacher_annotation_accuracy_trained=weighted_accuracy([1.0] * len(correct), correct),
                            teacher_annotation_accuracy_weighted=weighted_accuracy(trained, correct))
         return weighed.weights, summary
 

@@ -23,6 +23,7 @@ from tailkd.stats import detectable_difference, sign_test
 
 COUNTS = ("teacher_cache_hits", "teacher_failures")
 WEIGHTED = "teacher_annotation_accuracy_weighted"  # the share of training weight on right teacher answers
+TRAINED = "teacher_annotation_accuracy_trained"  # the share of right answers among those that train, unweighted
 
 
 def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: list[Path],
@@ -106,12 +107,14 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         with_signals = [g for g in groups if any(g.values(a) for a in aurocs)]
         lines += ["", "## Signals: AUROC at ranking right teacher annotations above wrong ones", "",
                   "0.5 is chance; below 0.5 the signal points the wrong way for noise. Mean ± std over seeds. "
-                  "Teacher right: the share of bought answers that are right, and the share of the training "
-                  "weight on right answers (means over seeds).", ""]
+                  "Teacher right: the share of right answers among those bought, among those that train "
+                  "unweighted (parse failures never train), and by training weight (means over seeds): a "
+                  "signal helps the data where the last is above the middle one.", ""]
         # AUROC is a ranking; this column says what the weights made of it in the training data
         shares = any(g.values(WEIGHTED) for g in with_signals)
+        trained = shares and all(g.values(TRAINED) for g in with_signals if g.values(WEIGHTED))
         lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs]
-                        + (["teacher right: bought → by weight"] if shares else []),
+                        + ([f"teacher right: bought{' → trained' if trained else ''} → by weight"] if shares else []),
                         [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
                          + [_pm(g.mean(a), g.std(a)) for a in aurocs]
                          + ([_bought_and_weighted(g)] if shares else [])
@@ -160,7 +163,7 @@ def _write_runs_csv(runs: list[Run], path: Path) -> None:
 
 def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs: list[str], path: Path) -> None:
     numbers = [metric, f"{metric}_before", *SPEND, *aurocs, "teacher_annotation_accuracy", WEIGHTED,
-               "select_bought_by_order", "runtime_s"]
+               "select_bought_by_order", TRAINED, "runtime_s"]
     setting_keys = sorted({k for g in groups for k in g.setting})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -203,12 +206,16 @@ def _per_question(group: Group) -> str:
 
 
 def _bought_and_weighted(group: Group) -> str:
-    """Both means over the same runs (those that recorded both: older runs have no weighted share)."""
-    pairs = [(r.results["teacher_annotation_accuracy"], r.results[WEIGHTED]) for r in group.runs
-             if is_number(r.results.get("teacher_annotation_accuracy")) and is_number(r.results.get(WEIGHTED))]
-    if not pairs:
+    """Means over the same runs (those that recorded the weighted share: older runs have none): right
+    among all bought, among those that train unweighted (parse failures never train; runs before that
+    was recorded leave it out), and by training weight."""
+    runs = [r.results for r in group.runs
+            if is_number(r.results.get("teacher_annotation_accuracy")) and is_number(r.results.get(WEIGHTED))]
+    if not runs:
         return "–"
-    return f"{statistics.fmean(b for b, _ in pairs):.3f} → {statistics.fmean(w for _, w in pairs):.3f}"
+    keys = ["teacher_annotation_accuracy", TRAINED, WEIGHTED] if all(is_number(r.get(TRAINED)) for r in runs) else [
+        "teacher_annotation_accuracy", WEIGHTED]
+    return " → ".join(f"{statistics.fmean(r[k] for r in runs):.3f}" for k in keys)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
