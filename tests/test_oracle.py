@@ -15,6 +15,7 @@ from tailkd.methods.finetune import oracle_annotations
 from tailkd.report import find_runs, group_runs
 from tailkd.signals import SignalSettings, weigh
 from tailkd.signals.measure import Measured
+from tailkd.signals.weigh import signal_row
 from tailkd.teachers.annotation import Annotation
 from tailkd.training.records import records_from_annotations, trainable
 
@@ -42,7 +43,11 @@ def test_the_oracle_signal_weighs_right_answers_one_and_wrong_ones_zero():
     settings = SignalSettings.from_cfg(preset)
     assert settings.enabled == ("oracle",)
     measured = [Measured(a, correct=a.answer == GOLD[a.example_id]) for a in _annotations()]
-    assert weigh(settings, measured).weights == [1.0, 0.0, 0.0]
+    weighed = weigh(settings, measured)
+    assert weighed.weights == [1.0, 0.0, 0.0]
+    # its line of signals.jsonl (a TAiL run with signals=oracle died here after its warm-up: KeyError)
+    rows = [signal_row(m, weighed, i, m.correct, w) for i, (m, w) in enumerate(zip(measured, weighed.weights))]
+    assert [r["oracle"]["value"] for r in rows] == [1.0, 0.0, 0.0] and [r["weight"] for r in rows] == [1.0, 0.0, 0.0]
 
 
 def test_finetune_oracle_trains_on_the_right_answers_only():

@@ -103,8 +103,8 @@ def signal_row(m: Measured, weighed: Weighed, i: int, correct: bool | None, weig
     if m.ta_teacher is not None:
         row["ta_teacher"] = _score(m.ta_teacher)
     for name in SIGNALS:
-        if name in weighed.values:
-            row[name]["value"] = weighed.values[name][i]
+        if name in weighed.values:  # the oracle has no raw record of its own, only its value
+            row.setdefault(name, {})["value"] = weighed.values[name][i]
     row["score"], row["weight"] = weighed.scores[i], weight
     return row
 
