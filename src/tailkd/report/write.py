@@ -113,11 +113,12 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         # AUROC is a ranking; this column says what the weights made of it in the training data
         shares = any(g.values(WEIGHTED) for g in with_signals)
         trained = shares and all(g.values(TRAINED) for g in with_signals if g.values(WEIGHTED))
+        right_keys = ["teacher_annotation_accuracy", *([TRAINED] if trained else []), WEIGHTED]
         lines += _table(keys + ["seeds"] + [a.removeprefix("auroc_") for a in aurocs]
                         + ([f"teacher right: bought{' → trained' if trained else ''} → by weight"] if shares else []),
                         [[g.setting.get(k, "") for k in keys] + [str(len(g.runs))]
                          + [_pm(g.mean(a), g.std(a)) for a in aurocs]
-                         + ([_bought_and_weighted(g)] if shares else [])
+                         + ([_bought_and_weighted(g, right_keys)] if shares else [])
                          for g in with_signals])
         pooled = {id(g): pooled_aurocs(g) for g in with_signals if len(g.runs) > 1}
         names = [a.removeprefix("auroc_") for a in aurocs]
@@ -205,16 +206,12 @@ def _per_question(group: Group) -> str:
     return f"{here} / {base} of {n} (p = {sign_test(here, base):.3f})"
 
 
-def _bought_and_weighted(group: Group) -> str:
-    """Means over the same runs (those that recorded the weighted share: older runs have none): right
-    among all bought, among those that train unweighted (parse failures never train; runs before that
-    was recorded leave it out), and by training weight."""
-    runs = [r.results for r in group.runs
-            if is_number(r.results.get("teacher_annotation_accuracy")) and is_number(r.results.get(WEIGHTED))]
+def _bought_and_weighted(group: Group, keys: list[str]) -> str:
+    """The means of ``keys`` (right among bought, [among those that train,] by weight) over the runs
+    that recorded all of them: older runs have no weighted or trained share."""
+    runs = [r.results for r in group.runs if all(is_number(r.results.get(k)) for k in keys)]
     if not runs:
         return "–"
-    keys = ["teacher_annotation_accuracy", TRAINED, WEIGHTED] if all(is_number(r.get(TRAINED)) for r in runs) else [
-        "teacher_annotation_accuracy", WEIGHTED]
     return " → ".join(f"{statistics.fmean(r[k] for r in runs):.3f}" for k in keys)
 
 
