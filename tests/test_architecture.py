@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # every layer may use, which import only each other.
 LAYERS = [("cli",), ("config",), ("methods",), ("signals",), ("teachers", "training"), ("tasks",), ("models",),
           ("report",)]
-BASE = ("tailkd", "errors", "settings", "stats", "jsonl", "progress", "timing", "console", "provenance")
+BASE = ("tailkd", "errors", "settings", "schema", "stats", "jsonl", "progress", "timing", "console", "provenance")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def test_config_composes_and_builds(group, name, tmp_path):
         replay.write_text('{"example_id": "x", "text": "The answer is 1."}\n')
         overrides.append(f"teacher.path={replay}")
     cfg = _compose(overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # resolves, fills every schema key
     validate(cfg)
     task = Task(resolved["task"])
     build_collector(resolved["teacher"], resolved["budget"], task, cache_dir=tmp_path, progress=False)

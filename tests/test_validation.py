@@ -44,6 +44,41 @@ OPENAI = ["teacher=openai"]
     (["trainer.lr=abc"], "trainer.lr must be a number > 0 (got 'abc')"),
     (["trainer.batch_size=abc"], "trainer.batch_size must be an integer >= 1 (got 'abc')"),
     (["trainer.eval_batch_size=2.5"], "trainer.eval_batch_size must be an integer >= 1 (got 2.5)"),
+    (["trainer.eval_before=maybe"], "trainer.eval_before must be true or false (got 'maybe')"),
+    (["budget.max_usd=abc"], "budget.max_usd must be a number or null (got 'abc')"),
+    (["signals.self_consistency.k=abc"], "signals.self_consistency.k must be an integer (got 'abc')"),
+    (["trainer.lrr=1"], "Could not override 'trainer.lrr'. To append to your config use +trainer.lrr=1 "
+                        "Key 'lrr' not in 'TrainerConfig'"),
+    (["task=bogus"], "In 'train': Could not find 'task/bogus' Available options in 'task': chain_sum, "
+                     "commonsense_qa, gsm8k, gsm_symbolic, strategyqa, svamp"),
+])
+def test_a_setting_of_the_wrong_type_is_refused_while_composing(overrides, message):
+    """The groups with a schema (tailkd/schema.py) are type-checked by Hydra before any check of ours
+    runs; the message is one line, in the words validate() uses for a value out of range."""
+    from hydra.errors import CompactHydraException
+
+    with pytest.raises(CompactHydraException) as err:
+        _compose(*overrides)
+    assert config.composition_error(err.value) == message
+
+
+@pytest.mark.parametrize("cli,overrides,message", [
+    ("tailkd-train", ["trainer.lr=abc"], "tailkd-train: trainer.lr must be a number > 0 (got 'abc')"),
+    ("tailkd-train", ["-m", "trainer.lr=abc,0.1"], "tailkd-train: trainer.lr must be a number > 0 (got 'abc')"),
+    ("tailkd-collect", ["budget.max_queries=x"], "tailkd-collect: budget.max_queries must be an integer or null (got 'x')"),
+])
+def test_the_cli_names_what_hydra_cannot_compose_in_one_line(tmp_path, cli, overrides, message):
+    import subprocess
+    import sys
+
+    module = "tailkd.cli." + cli.removeprefix("tailkd-")
+    cmd = [sys.executable, "-m", module, *overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert _error_line(proc, cli) == message
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no job's folder: nothing was started
+
+
+@pytest.mark.parametrize("overrides,message", [
     (["task.max_new_tokens=abc"], "task.max_new_tokens must be an integer >= 1 (got 'abc')"),
     (["seed=abc"], "seed must be an integer (got 'abc')"),
     (["trainer.pl.max_epochs=-2"], "trainer.pl.max_epochs must be an integer >= -1 or null (got -2)"),

@@ -1,25 +1,25 @@
 """Where the Hydra configs live, and the checks every CLI runs before anything is loaded or paid for:
-each numeric setting's type and range (a word or a 0 where a number belongs is named with its value,
-not met as a traceback mid-run), and settings that need more than one config group to make sense."""
+a value of the wrong type for a group's schema (``tailkd.schema``) refused while Hydra composes, each
+numeric setting's range (a word or a 0 where a number belongs is named with its value, not met as a
+traceback mid-run), and settings that need more than one config group to make sense; each is one line
+with exit 2."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from tailkd.errors import ConfigError
-from tailkd.settings import (
-    INT,
-    OPTIONAL_POSITIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SHARE,
-    Num,
-    check_numbers,
-    require,
-)
+from tailkd.schema import SCHEMAS, TrainerConfig, rules  # importing it registers the structured configs
+from tailkd.settings import INT, OPTIONAL_POSITIVE_INT, POSITIVE_INT, SHARE, Num, check_numbers, require
 from tailkd.tasks.registry import TASK_NUMBERS
 
 
@@ -34,8 +34,7 @@ def config_dir() -> Path:
 
 
 TRAINER_NUMBERS = {
-    "batch_size": POSITIVE_INT, "eval_batch_size": POSITIVE_INT, "lr": POSITIVE, "weight_decay": Num(low=0),
-    "warmup_ratio": SHARE, "checkpoint_every_n_steps": OPTIONAL_POSITIVE_INT, "num_threads": OPTIONAL_POSITIVE_INT,
+    **rules(TrainerConfig),
     # Lightning's own keyword arguments: those it would only refuse in the middle of a run
     "pl.max_epochs": Num(integer=True, low=-1, null=True), "pl.max_steps": Num(integer=True, low=-1),
     "pl.min_epochs": Num(integer=True, low=0, null=True), "pl.accumulate_grad_batches": POSITIVE_INT,
@@ -43,6 +42,66 @@ TRAINER_NUMBERS = {
     "pl.num_sanity_val_steps": Num(integer=True, low=-1, null=True),
 }
 METHOD_NUMBERS = {"warmup_fraction": SHARE, "steps_of_tail": Num(low=0, high=1, open_high=True, null=True)}
+
+
+def run_hydra_cli(name: str, main: Callable[[], object]) -> None:
+    """Run the ``@hydra.main`` function ``main`` of the CLI ``name`` so that a config Hydra cannot compose
+    (a value of the wrong type for its schema, a key or an option that does not exist) is one line
+    naming it, with exit 2, like every setting tailkd refuses; Hydra itself prints several lines and
+    exits 1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's traceback
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises what it cannot compose instead of exiting
+    try:
+        main()
+    except CompactHydraException as err:
+        print(f"{name}: {composition_error(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def composition_error(err: CompactHydraException) -> str:
+    """One line for what Hydra could not compose: a value of the wrong type is named as
+    :func:`validate` names a value out of range, anything else is Hydra's message on one line."""
+    cause = err.__cause__
+    if isinstance(cause, ValidationError) and cause.full_key:
+        group, _, key = str(cause.full_key).partition(".")
+        expected = _expected(SCHEMAS[group], key) if group in SCHEMAS else None
+        if expected:
+            return f"{cause.full_key} must be {expected} (got {cause.value!r})"
+    lines = str(err).splitlines()
+    if isinstance(cause, OmegaConfBaseException):
+        lines += str(cause.msg).splitlines()[:1]
+    text, listing = "", False
+    for line in lines:
+        if line.startswith("Config search path"):  # where Hydra looked: not the user's mistake
+            break
+        if line.strip():
+            item = line.startswith(("\t", " "))  # Hydra lists the options of a group one per line
+            text += (", " if item and listing else " ") + line.strip()
+            listing = item
+    return text.strip()
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _expected(schema: type, dotted: str) -> str | None:
+    """What the setting ``dotted`` of ``schema`` must be, in the words of :meth:`Num.describe`."""
+    rule = rules(schema).get(dotted)
+    if rule is not None:
+        return rule.describe()
+    head, _, rest = dotted.partition(".")
+    for item in dataclasses.fields(schema):
+        if item.name == head:
+            if rest:
+                nested = item.metadata.get("group")
+                return _expected(nested, rest) if nested else None
+            kind = str(item.type)
+            optional = kind.startswith("Optional[")
+            kind = _KINDS.get(kind.removeprefix("Optional[").removesuffix("]"))
+            return kind and kind + (" or null" if optional else "")
+    return None
 
 
 def validate(cfg: DictConfig) -> None:

@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd.config import config_dir, validate_collect
+from tailkd.config import config_dir, run_hydra_cli, validate_collect
 from tailkd.console import quiet
 from tailkd.errors import TailkdError
 
@@ -77,7 +77,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _main()
+    run_hydra_cli("tailkd-collect", _main)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd.config import config_dir, validate_eval
+from tailkd.config import config_dir, run_hydra_cli, validate_eval
 from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
 
@@ -194,7 +194,7 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
-    _main()
+    run_hydra_cli("tailkd-eval", _main)
 
 
 if __name__ == "__main__":

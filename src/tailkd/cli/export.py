@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tailkd.config import config_dir
+from tailkd.config import config_dir, run_hydra_cli
 from tailkd.errors import ConfigError, TailkdError
 
 log = logging.getLogger("tailkd")
@@ -116,7 +116,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _main()
+    run_hydra_cli("tailkd-export", _main)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from tailkd import timing
-from tailkd.config import config_dir, validate
+from tailkd.config import config_dir, run_hydra_cli, validate
 from tailkd.console import quiet
 from tailkd.errors import ConfigError, TailkdError
 
@@ -100,7 +100,7 @@ def main() -> None:
     # nothing in a run should wait on a model hub or a W&B login unless the user asked for it
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _main()
+    run_hydra_cli("tailkd-train", _main)
 
 
 if __name__ == "__main__":
