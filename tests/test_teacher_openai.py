@@ -48,7 +48,7 @@ def teacher_cfg(server: FakeOpenAI, **changes) -> dict:
 
 
 def make_collector(server, tmp_path: Path, data, budget: dict, **teacher):
-    return build_collector(teacher_cfg(server, **teacher), {"selection": "random", **budget}, data.task,
+    return build_collector(teacher_cfg(server, **teacher), {"order": "random", **budget}, data.task,
                            cache_dir=tmp_path / "cache", ledger_path=tmp_path / "ledger.jsonl", progress=False)
 
 

@@ -283,7 +283,7 @@ def test_the_audit_counts_failures_by_reason_and_grades_only_known_questions():
 def _collector(teacher: dict, tmp_path: Path, data):
     from tailkd.teachers import build_collector
 
-    return build_collector(teacher, {"selection": "random", "max_queries": None}, data.task,
+    return build_collector(teacher, {"order": "random", "max_queries": None}, data.task,
                            cache_dir=tmp_path / "cache", ledger_path=tmp_path / "ledger.jsonl", progress=False)
 
 

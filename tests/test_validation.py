@@ -304,3 +304,10 @@ def test_a_server_that_answered_once_is_not_given_up_on_for_connection_errors(fa
     assert len(collector.collect(data.train[:2])) == 2
     server.stop()
     assert collector.collect(data.train[2:5]) == []  # failed, recorded, no ConfigError
+
+
+def test_an_unknown_buying_order_is_named():
+    from tailkd.teachers.collect import get_selector
+
+    with pytest.raises(ConfigError, match=r"budget.order='hardest_first' is unknown; choose one of \['random'\]"):
+        get_selector("hardest_first")

@@ -55,7 +55,7 @@ class BudgetConfig:
     max_queries: int | None = setting("teacher requests a run may buy (null: no limit)")
     max_tokens: int | None = setting("teacher tokens a run may buy (null: no limit)")
     max_usd: float | None = setting("dollars a run may spend on the teacher (null: no limit)")
-    selection: str = setting("which questions to buy first")
+    order: str = setting("the order questions are bought in: random (the seed's shuffle)")
 
 
 @dataclass

@@ -59,7 +59,7 @@ def make_collector(cfg: DictConfig, data: TaskData, run_dir: Path) -> Collector:
 
 
 def buying_order(cfg: DictConfig, data: TaskData) -> list[Example]:
-    return get_selector(cfg.budget.get("selection", "random"))(data.train, random.Random(int(cfg.seed)))
+    return get_selector(cfg.budget.get("order", "random"))(data.train, random.Random(int(cfg.seed)))
 
 
 def spend_summary(collector: Collector, annotations: Sequence[Annotation], run_dir: Path) -> dict[str, Any]:

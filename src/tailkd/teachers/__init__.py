@@ -45,7 +45,7 @@ def build_collector(
     cached in PostgreSQL at ``cache_url`` (``paths.cache_url``), else in SQLite in ``cache_dir``."""
     check_teacher_cfg(teacher)  # before a backend is built: a bad number fails here, not on every request
     backend = build_backend(teacher, cache_dir)
-    get_selector(budget.get("selection", "random"))  # an unknown strategy fails before anything is bought
+    get_selector(budget.get("order", "random"))  # an unknown strategy fails before anything is bought
     retry = dict(teacher.get("retry") or {})
     try:
         retry_policy = RetryPolicy(**retry)

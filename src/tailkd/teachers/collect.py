@@ -42,7 +42,7 @@ SELECTORS: dict[str, Selector] = {"random": select_random}
 
 def get_selector(name: str) -> Selector:
     if name not in SELECTORS:
-        raise ConfigError(f"budget.selection={name!r} is unknown; choose one of {sorted(SELECTORS)}")
+        raise ConfigError(f"budget.order={name!r} is unknown; choose one of {sorted(SELECTORS)}")
     return SELECTORS[name]
 
 
