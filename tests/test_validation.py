@@ -47,8 +47,12 @@ OPENAI = ["teacher=openai"]
     (["trainer.eval_before=maybe"], "trainer.eval_before must be true or false (got 'maybe')"),
     (["budget.max_usd=abc"], "budget.max_usd must be a number or null (got 'abc')"),
     (["signals.self_consistency.k=abc"], "signals.self_consistency.k must be an integer (got 'abc')"),
-    (["trainer.lrr=1"], "Could not override 'trainer.lrr'. To append to your config use +trainer.lrr=1 "
-                        "Key 'lrr' not in 'TrainerConfig'"),
+    (["trainer.lrr=1"], "trainer.lrr is not a setting of trainer (those are: batch_size, eval_batch_size, lr, "
+                        "weight_decay, warmup_ratio, checkpoint_every_n_steps, eval_before, save_student, "
+                        "num_threads, pl)"),
+    (["signals.self_consistency.kk=3"], "signals.self_consistency.kk is not a setting of signals.self_consistency "
+                                        "(those are: enabled, value, weight, k, temperature)"),
+    (["signals.select_candidates=many"], "signals.select_candidates must be an integer or null (got 'many')"),
     (["task=bogus"], "In 'train': Could not find 'task/bogus' Available options in 'task': chain_sum, "
                      "commonsense_qa, gsm8k, gsm_symbolic, strategyqa, svamp"),
 ])
@@ -76,6 +80,20 @@ def test_the_cli_names_what_hydra_cannot_compose_in_one_line(tmp_path, cli, over
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert _error_line(proc, cli) == message
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no job's folder: nothing was started
+
+
+def test_a_key_added_to_a_group_with_a_schema_is_named():
+    """Hydra lets ``+trainer.lrr=1`` add a key; a typo must not be ignored while the run goes on."""
+    with pytest.raises(ConfigError, match=r"^trainer.lrr is not a setting of trainer \(those are: batch_size, "):
+        validate(_compose("+trainer.lrr=1"))
+    with pytest.raises(ConfigError, match=r"^budget.max_query is not a setting of budget"):
+        config.validate_collect(_compose("+budget.max_query=5", name="collect"))
+
+
+def test_an_error_inside_the_run_keeps_its_traceback(tmp_path):
+    """Only what Hydra cannot compose becomes one line: a recipe that cannot be built is not a typo."""
+    proc = train(tmp_path, "experiment=smoke", "method._target_=tailkd.nope.Recipe")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -7,18 +7,17 @@ with exit 2."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra.errors import CompactHydraException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from tailkd.errors import ConfigError
-from tailkd.schema import SCHEMAS, TrainerConfig, rules  # importing it registers the structured configs
+from tailkd.schema import SCHEMAS, TrainerConfig, expected, rules, unknown  # importing it registers them
 from tailkd.settings import INT, OPTIONAL_POSITIVE_INT, POSITIVE_INT, SHARE, Num, check_numbers, require
 from tailkd.tasks.registry import TASK_NUMBERS
 
@@ -48,27 +47,35 @@ def run_hydra_cli(name: str, main: Callable[[], object]) -> None:
     """Run the ``@hydra.main`` function ``main`` of the CLI ``name`` so that a config Hydra cannot compose
     (a value of the wrong type for its schema, a key or an option that does not exist) is one line
     naming it, with exit 2, like every setting tailkd refuses; Hydra itself prints several lines and
-    exits 1."""
+    exits 1. Anything else raised keeps its traceback."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's traceback
         main()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises what it cannot compose instead of exiting
     try:
         main()
-    except CompactHydraException as err:
+    except (ConfigCompositionException, OverrideParseException) as err:
         print(f"{name}: {composition_error(err)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
 
 
-def composition_error(err: CompactHydraException) -> str:
-    """One line for what Hydra could not compose: a value of the wrong type is named as
-    :func:`validate` names a value out of range, anything else is Hydra's message on one line."""
+def composition_error(err: Exception) -> str:
+    """One line for what Hydra could not compose: a value of the wrong type or a key a group does not
+    have is named as :func:`validate` names a value out of range, anything else is Hydra's message on
+    one line."""
     cause = err.__cause__
-    if isinstance(cause, ValidationError) and cause.full_key:
-        group, _, key = str(cause.full_key).partition(".")
-        expected = _expected(SCHEMAS[group], key) if group in SCHEMAS else None
-        if expected:
-            return f"{cause.full_key} must be {expected} (got {cause.value!r})"
+    group, _, key = str(getattr(cause, "full_key", None) or "").partition(".")
+    if group in SCHEMAS and key:
+        if isinstance(cause, ValidationError) and (kind := expected(SCHEMAS[group], key)):
+            return f"{cause.full_key} must be {kind} (got {cause.value!r})"
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+            nested: object = None
+            for part in reversed(key.split(".")):
+                nested = {part: nested}
+            if found := unknown(nested, SCHEMAS[group], group):
+                return found
     lines = str(err).splitlines()
     if isinstance(cause, OmegaConfBaseException):
         lines += str(cause.msg).splitlines()[:1]
@@ -83,29 +90,17 @@ def composition_error(err: CompactHydraException) -> str:
     return text.strip()
 
 
-_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-
-def _expected(schema: type, dotted: str) -> str | None:
-    """What the setting ``dotted`` of ``schema`` must be, in the words of :meth:`Num.describe`."""
-    rule = rules(schema).get(dotted)
-    if rule is not None:
-        return rule.describe()
-    head, _, rest = dotted.partition(".")
-    for item in dataclasses.fields(schema):
-        if item.name == head:
-            if rest:
-                nested = item.metadata.get("group")
-                return _expected(nested, rest) if nested else None
-            kind = str(item.type)
-            optional = kind.startswith("Optional[")
-            kind = _KINDS.get(kind.removeprefix("Optional[").removesuffix("]"))
-            return kind and kind + (" or null" if optional else "")
-    return None
+def check_schema_keys(cfg: DictConfig) -> None:
+    """A key added to a group with a schema (``+trainer.lrr=1``, which Hydra allows) is a typo to name,
+    not a setting to ignore."""
+    for group, schema in SCHEMAS.items():
+        if group in cfg and (found := unknown(cfg[group], schema, group)):
+            raise ConfigError(found)
 
 
 def validate(cfg: DictConfig) -> None:
     """Impossible settings of a ``tailkd-train`` run, named before anything is loaded or paid for."""
+    check_schema_keys(cfg)
     check_numbers(cfg, "", {"seed": INT})
     check_numbers(cfg.task, "task", TASK_NUMBERS)
     check_numbers(cfg.trainer, "trainer", TRAINER_NUMBERS)
@@ -127,6 +122,7 @@ def validate(cfg: DictConfig) -> None:
 
 def validate_collect(cfg: DictConfig) -> None:
     """Impossible settings of a ``tailkd-collect`` run, named before anything is loaded or sent."""
+    check_schema_keys(cfg)
     check_numbers(cfg, "", {"seed": INT})
     check_numbers(cfg.task, "task", TASK_NUMBERS)
     check_spending(cfg)
@@ -138,6 +134,7 @@ EVAL_NUMBERS = {"maj_at_k": Num(integer=True, low=2, null=True), "temperature": 
 def validate_eval(cfg: DictConfig, scored: DictConfig) -> None:
     """Impossible settings of a ``tailkd-eval`` run: its own, and those of the task and trainer it scores
     with (``scored``: a run's, or the command line's), named before a model or data is loaded."""
+    check_schema_keys(cfg)
     check_numbers(cfg.eval, "eval", EVAL_NUMBERS)
     check_numbers(scored.task, "task", TASK_NUMBERS)
     check_numbers(scored.trainer, "trainer", TRAINER_NUMBERS)

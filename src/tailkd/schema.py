@@ -12,6 +12,9 @@ own arguments, ``tasks.registry``'s and ``teachers.settings``' rules."""
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +35,6 @@ def group(cls: type) -> Any:
     return field(default_factory=cls, metadata={"group": cls})
 
 
-# Optional[...], not `X | None`: OmegaConf reads the annotations of these dataclasses at run time
 @dataclass
 class TrainerConfig:
     batch_size: int = setting("examples per optimiser step (per GPU with trainer=ddp)", POSITIVE_INT)
@@ -114,6 +116,43 @@ def rules(schema: type, prefix: str = "") -> dict[str, Num]:
         if item.metadata.get("group") is not None:
             found |= rules(item.metadata["group"], f"{prefix}{item.name}.")
     return found
+
+
+def expected(schema: type, dotted: str) -> str | None:
+    """What the setting ``dotted`` of ``schema`` must hold, in the words of :meth:`Num.describe`, or
+    None where the schema does not say (a key it lacks, Lightning's ``pl``)."""
+    head, _, rest = dotted.partition(".")
+    item = next((f for f in dataclasses.fields(schema) if f.name == head), None)
+    if item is None:
+        return None
+    if rest:
+        return expected(item.metadata["group"], rest) if item.metadata.get("group") else None
+    if item.metadata.get("rule") is not None:
+        return item.metadata["rule"].describe()
+    hint = typing.get_type_hints(schema)[item.name]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    if optional:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    kind = _KINDS.get(hint)
+    return kind and kind + (" or null" if optional else "")
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def unknown(node: Mapping[str, Any], schema: type, prefix: str) -> str | None:
+    """The first key of ``node`` (the group ``prefix``) its schema does not have, e.g. one added with
+    ``+trainer.lrr=1``, named with the settings there are; None if every key is a setting."""
+    names = [item.name for item in dataclasses.fields(schema)]
+    for key in node:
+        if key not in names:
+            return f"{prefix}.{key} is not a setting of {prefix} (those are: {', '.join(names)})"
+    for item in dataclasses.fields(schema):
+        if item.metadata.get("group") is not None and isinstance(node.get(item.name), Mapping):
+            found = unknown(node[item.name], item.metadata["group"], f"{prefix}.{item.name}")
+            if found:
+                return found
+    return None
 
 
 def register() -> None:
