@@ -173,3 +173,20 @@ def test_explain_runs_batched_on_a_tiny_student():
     for e in explained:
         assert len(e.sampled_answers) == 3 and 0 <= e.within <= 1 and 0 <= e.across <= 1
         assert len(e.step_answers) == len(e.steps) + 1  # prefix: after 0..n steps
+
+
+def test_the_equal_steps_control_trains_as_many_steps_as_elad(tmp_path):
+    """ELAD's round r trains again on everything bought so far; finetune_equal_steps_elad trains on all of
+    it once, for as many optimiser steps, so that ELAD is not credited with its extra training."""
+    common = ["experiment=smoke", "logger=csv", "budget.max_queries=48"]
+    runs = {"elad": ["method=elad", "method.rounds=3", "method.revision=false"],
+            "control": ["method=finetune_equal_steps_elad", "method.steps_of_elad=3"]}
+    results = {}
+    for name, overrides in runs.items():
+        proc = train(tmp_path / name, *common, *overrides)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    sizes = [r["num_train_examples"] for r in results["elad"]["rounds"]]
+    assert sizes == [16, 32, 48]  # equal shares of the budget, every one trainable: the control's premise
+    assert results["control"]["num_train_examples"] == 48
+    assert results["control"]["train_steps"] == results["elad"]["train_steps"] > 48 // 8

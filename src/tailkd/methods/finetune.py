@@ -42,7 +42,7 @@ def oracle_annotations(annotations: Sequence[Annotation], gold: Mapping[str, str
 
 class Finetune:
     def __init__(self, name: str, target: str = "rationale", multitask: Mapping[str, Any] | None = None,
-                 steps_of_tail: float | None = None, oracle: str | None = None):
+                 steps_of_tail: float | None = None, steps_of_elad: int | None = None, oracle: str | None = None):
         if oracle is not None and oracle not in ORACLES:
             raise ConfigError(f"method.oracle={oracle!r} is unknown; choose one of {list(ORACLES)} or null")
         self.oracle = oracle
@@ -54,8 +54,14 @@ class Finetune:
                 raise ConfigError(f"method.multitask lacks {sorted(missing)}")
         if steps_of_tail is not None and not 0.0 <= steps_of_tail < 1.0:
             raise ConfigError(f"method.steps_of_tail must be a warm-up share in [0, 1) or null (got {steps_of_tail})")
+        if steps_of_elad is not None and (isinstance(steps_of_elad, bool) or not isinstance(steps_of_elad, int)
+                                          or steps_of_elad < 1):
+            raise ConfigError(f"method.steps_of_elad must be ELAD's number of rounds (>= 1) or null (got {steps_of_elad!r})")
+        if steps_of_tail is not None and steps_of_elad is not None:
+            raise ConfigError("method.steps_of_tail and method.steps_of_elad: match one method's steps, not both")
         self.name = name
         self.steps_of_tail = steps_of_tail
+        self.steps_of_elad = steps_of_elad
         self.target = target
         self.multitask = dict(multitask) if multitask else None
 
@@ -87,12 +93,18 @@ class Finetune:
                           predictions=predictions)
 
     def max_steps(self, cfg: DictConfig, num_records: int) -> int | None:
-        """None: train ``trainer.pl.max_epochs``. With ``steps_of_tail`` set to a warm-up share, as
-        many optimiser steps as TAiL takes on the same budget (its warm-up, then every annotation),
-        so that the two-stage schedule is compared with fine-tuning at equal optimiser steps."""
-        if self.steps_of_tail is None:
+        """None: train ``trainer.pl.max_epochs``. Otherwise as many optimiser steps as another method
+        takes on the same budget, so that its schedule is compared with fine-tuning at equal steps:
+        ``steps_of_tail`` (a warm-up share): TAiL's warm-up, then every annotation; ``steps_of_elad``
+        (its rounds): ELAD with ``train_on=all``, whose round r trains on everything bought so far,
+        taken as r/rounds of the purchases (each round may spend up to that share of the budget)."""
+        if self.steps_of_tail is None and self.steps_of_elad is None:
             return None
         epochs = int(cfg.trainer.pl.max_epochs)
         per_step = int(cfg.trainer.batch_size) * int(cfg.trainer.pl.get("accumulate_grad_batches", 1))
-        warm = max(1, round(self.steps_of_tail * num_records)) if self.steps_of_tail else 0
-        return epochs * (-(-warm // per_step) + -(-num_records // per_step))
+        if self.steps_of_elad is not None:
+            sizes = [round(r * num_records / self.steps_of_elad) for r in range(1, self.steps_of_elad + 1)]
+        else:
+            sizes = [max(1, round(self.steps_of_tail * num_records))] if self.steps_of_tail else []
+            sizes.append(num_records)
+        return epochs * sum(-(-size // per_step) for size in sizes)
