@@ -6,7 +6,8 @@
 #             answers) over budgets: the headroom a perfect signal has, and the seed-to-seed spread
 #   methods:  every method at one budget (BUDGETS=300 ...): finetune_equal_steps, distill_step_by_step,
 #             tail none / sc / ta_student / ta_teacher / all (weight), tail all (filter), tail oracle, select,
-#             ELAD's selection without revision (a recorded teacher cannot revise)
+#             ELAD's selection without revision (a recorded teacher cannot revise) and its equal-steps
+#             control (finetune_equal_steps_elad: ELAD trains each annotation again every round)
 #   DATA=../shared/data/commonsense_qa_palm PARTS=curve BUDGETS=100,300,1000 bash multirun_scripts/testbed.sh \
 #     hydra.sweep.dir=multirun/testbed_curve
 #   tailkd-report multirun/testbed_curve            # vs finetune, with the share of the oracle's headroom
@@ -37,7 +38,8 @@ main() {
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
-      elad)        sweep elad        method=elad method.revision=false                    "${COMMON[@]}" ;;
+      elad)        sweep elad        method=elad method.revision=false                    "${COMMON[@]}"
+                   sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;
     esac
   done
