@@ -229,7 +229,7 @@ def test_signal_cache_reuses_raw_signals_of_identical_weights_only(tmp_path, mon
 
 
 def test_token_logprobs_taken_a_few_rows_at_a_time_are_log_softmax():
-    from tailkd.signals.ta import LOGPROB_ROWS, token_logprobs
+    from tailkd.models.logprobs import LOGPROB_ROWS, token_logprobs
 
     torch.manual_seed(0)
     logits = (torch.randn(LOGPROB_ROWS * 2 + 5, 300) * 4).bfloat16()

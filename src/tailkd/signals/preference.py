@@ -20,6 +20,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
 from tailkd.models.generation import eval_mode
+from tailkd.models.logprobs import token_logprobs
 from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
 from tailkd.tasks import Example, Task
@@ -108,7 +109,7 @@ def _causal_logprobs(model, tok, pieces) -> list[float]:
     for i, (_, c) in enumerate(pieces):
         # the kept logits at k-1-len(c) .. k-2 predict the continuation's tokens
         rows = logits[i, keep - 1 - len(c): keep - 1]
-        out.append(torch.log_softmax(rows, -1).gather(-1, torch.tensor(c)[:, None]).sum().item())
+        out.append(token_logprobs(rows, torch.tensor(c)).sum().item())
     return out
 
 
@@ -117,7 +118,7 @@ def _seq2seq_logprobs(model, tok, pieces) -> list[float]:
     ids, mask, labels = padded(prompts, tok.pad_token_id), attention_mask(prompts), padded(continuations, -100)
     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                    labels=labels.to(model.device)).logits.float().cpu()
-    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    logp = token_logprobs(logits.flatten(0, 1), labels.clamp(min=0).flatten()).view(labels.shape)
     return (logp * (labels != -100)).sum(dim=1).tolist()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tailkd.errors import ConfigError
+from tailkd.models.logprobs import token_logprobs
 from tailkd.progress import Progress, track
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def completion_logprobs(model, tokenizer, prompts: Sequence[str], completions: S
             start += 1
         ids = torch.tensor([full], device=model.device)
         logits = model(input_ids=ids).logits[0, :-1].float()
-        token_lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
+        token_lp = token_logprobs(logits, ids[0, 1:])
         out.append(token_lp[max(start, 1) - 1:].sum().item())
     model.train(was_training)
     return out
