@@ -56,6 +56,26 @@ def test_a_full_cache_loses_no_answer_the_run_goes_on_without_it(fake, api_key, 
     assert "goes on without it" in caplog.text and collector.cache is None and "full" in collector.cache_error
 
 
+def test_an_answer_is_in_the_cache_before_the_ledger_says_it_was_paid(fake, api_key, data, tmp_path):
+    """A run killed just after its ledger records a paid answer must not pay for it again when the next
+    run (another folder, the same cache) asks: at every paid line, the answer is already cached. (The
+    crash-and-resume test in test_teacher_openai.py kills at such a line, and failed on a loaded machine.)"""
+    server = fake()
+    collector = make_collector(server, tmp_path, data, {"max_queries": 12}, max_concurrency=3)
+    log, uncached = collector._log, []
+
+    def checked(request, completion, cost, status, attempts, charged=0.0):
+        key = request.cache_key(collector.backend.name, collector._identity)
+        if status == "paid" and collector.cache.get(key) is None:
+            uncached.append(request.example_id)
+        log(request, completion, cost, status, attempts, charged)
+
+    collector._log = checked
+    assert len(collector.collect(buying_order(data))) == 12
+    assert uncached == []
+    assert len(_paid(tmp_path / "ledger.jsonl")) == 12
+
+
 def _damage(path: Path) -> None:
     with path.open("r+b") as handle:  # a few bytes inside the first table pages, as a bad sector would
         for offset in (4096, 8200):

@@ -425,14 +425,15 @@ class Collector:
                     charged = 0.0 if status == "replayed" else self.price.charged(
                         answer.input_tokens, answer.output_tokens, int(answer.meta.get("cached_input_tokens", 0)),
                         batch=bool(answer.meta.get("batch")))
-                    # the ledger first, with the text: what was paid for is on disk before the cache,
-                    # which may be damaged or full, is touched
-                    self._log(requests[i], answer, cost, status, attempts[i], charged=charged)
-                    outcomes[i] = _Outcome(answer, cost, None, attempts[i])
+                    # the cache first: a run killed after the ledger's paid line must find the answer
+                    # cached when the next run (another folder) asks, not pay for it again. A cache
+                    # that cannot store it (damaged, full) is left behind and the ledger keeps the text.
                     if self.cache is not None:
                         key = requests[i].cache_key(self.backend.name, self._identity)
                         self._cache_safe("storing an answer", lambda k=key, a=answer, c=cost: (
                             self.cache.put(k, self.backend.name, a, c), self.cache.release(k)))
+                    self._log(requests[i], answer, cost, status, attempts[i], charged=charged)
+                    outcomes[i] = _Outcome(answer, cost, None, attempts[i])
                 elif answer.fatal:
                     self._fatal = str(answer)
                     self.ledger.record(example_id=requests[i].example_id, sample_index=requests[i].sample_index,
@@ -552,7 +553,7 @@ class Collector:
             example_id=request.example_id, sample_index=request.sample_index, backend=self.backend.name,
             model=completion.model, status=status, input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens, cost_usd=cost, charged_usd=round(charged, 9), attempts=attempts,
-            # a paid answer's text is kept here too: the ledger is written before the cache is touched
+            # a paid answer's text is kept here too, for a cache that could not store it
             **({"text": completion.text, **({"reasoning": completion.meta["reasoning"]}
                                              if completion.meta.get("reasoning") else {})} if status == "paid" else {}),
         )
