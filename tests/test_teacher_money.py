@@ -44,7 +44,8 @@ def _paid(ledger: Path) -> list[dict]:
 
 def test_a_full_cache_loses_no_answer_the_run_goes_on_without_it(fake, api_key, data, tmp_path, caplog):
     server = fake()
-    collector = make_collector(server, tmp_path, data, {"max_queries": 20}, max_concurrency=4)
+    # a generous timeout: on a loaded machine 0.5 s timed a request out, and its retry was a second send
+    collector = make_collector(server, tmp_path, data, {"max_queries": 20}, max_concurrency=4, timeout_s=30)
     pages = collector.cache._db.execute("PRAGMA page_count").fetchone()[0]
     collector.cache._db.execute(f"PRAGMA max_page_count = {pages}")  # "database or disk is full" on a write
     with caplog.at_level(logging.ERROR):
