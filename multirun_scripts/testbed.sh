@@ -19,6 +19,7 @@ K=${K:-4}                 # self-consistency samples per question
 TA=${TA:-qwen2.5-coder-0.5b-embedded}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all,oracle}
 SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
+ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 ORACLES=${ORACLES:-finetune,finetune_oracle,finetune_gold}
 PARTS=${PARTS:-"curve"}
 set -euo pipefail
@@ -38,7 +39,7 @@ main() {
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
-      elad)        sweep elad        method=elad method.revision=false                    "${COMMON[@]}"
+      elad)        sweep elad        method=elad method.revision=false method.candidates="$ELAD_CANDIDATES" "${COMMON[@]}"
                    sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;
     esac

@@ -155,6 +155,18 @@ def test_recorded_teacher_cannot_revise(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_candidates_too_few_to_spend_a_rounds_share_are_refused_before_anything_is_bought(tmp_path):
+    """ELAD buys among a round's candidates only: 64 of them over 3 rounds bought 192 of a 300-query
+    budget on the testbed, beside methods that spent all 300."""
+    proc = train(tmp_path, "experiment=smoke", "method=elad", "logger=csv", "budget.max_queries=40",
+                 "method.rounds=2", "method.candidates=16")
+    line = [x for x in (proc.stdout + proc.stderr).splitlines() if "tailkd-train: " in x]
+    assert proc.returncode == 2 and len(line) == 1, (proc.stdout + proc.stderr)[-3000:]
+    assert "method.candidates=16 is fewer than a round's share of budget.max_queries (20 of 40 over 2 rounds)" \
+        in line[0] and "set method.candidates >= 20" in line[0]
+    assert not (tmp_path / "ledger.jsonl").exists() or "paid" not in (tmp_path / "ledger.jsonl").read_text()
+
+
 def test_bad_elad_settings():
     with pytest.raises(ConfigError, match="method.selection"):
         Elad(selection="vibes", revision_prompt=REVISION_PROMPT)

@@ -66,6 +66,7 @@ class Elad:
                               "explanation: use method.revision=false")
         run = pipeline.start(cfg, run_dir, self.name)
         data = run.data
+        self.check_candidates(cfg.budget.get("max_queries"), len(data.train))
         collector = pipeline.make_collector(cfg, data, run_dir)
         collector.backend.prepare(data.task, data.train)
         budget = Budget.from_cfg(cfg.budget)
@@ -97,6 +98,9 @@ class Elad:
                 log.warning("round %d bought nothing (the budget is spent): stopping", r)
                 break
             annotations += new
+            if len(new) == len(candidates):  # a budget in USD or tokens is not checked before the run
+                log.warning("round %d bought every one of its %d candidates: raise method.candidates so that the "
+                            "budget, not the candidates, limits what ELAD buys", r, len(candidates))
             pipeline.write_jsonl(_round_dir(run_dir, r) / "selected.jsonl", self.selected_rows(new, explained))
             # 3. train, continuing from the last round
             train = new if self.train_on == "new" else annotations
@@ -138,6 +142,18 @@ class Elad:
                              "answer_entropy": e.entropy, "random": 0.0}[self.selection]
         order = sorted(range(len(explained)), key=lambda i: -explained[i].uncertainty)  # stable: ties keep order
         return [candidates[i] for i in order], {e.example.id: e for e in explained}
+
+    def check_candidates(self, max_queries: int | None, pool: int) -> None:
+        """A round buys among its ``candidates`` only: fewer than a round's share of a query budget would
+        leave the budget unspent, and ELAD compared with methods that spent all of theirs."""
+        if max_queries is None:
+            return
+        share = -(-min(int(max_queries), pool) // self.rounds)
+        if self.candidates < share:
+            raise ConfigError(
+                f"method.candidates={self.candidates} is fewer than a round's share of budget.max_queries "
+                f"({share} of {min(int(max_queries), pool)} over {self.rounds} rounds): ELAD could buy at most "
+                f"{self.candidates * self.rounds}; set method.candidates >= {share}")
 
     def buy(self, collector, task, ranked, explained: Mapping[str, Explained], budget):
         """Revision requests (or fresh ones) for ``ranked`` in order, until ``budget`` is spent; returns
