@@ -5,6 +5,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist the cores are shared among the workers: torch threads of workers sharing cores stall
+# each other (the rule hydra/launcher=parallel follows). Set before torch is imported; subprocesses inherit it.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 # a test's runs never resume checkpoints an earlier test session left behind under the shared cache
 import tempfile  # noqa: E402
 
