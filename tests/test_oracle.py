@@ -115,3 +115,18 @@ def test_a_share_of_an_oracle_gain_within_noise_is_flagged(tmp_path):
     assert report_main([str(clear)]) == 0
     row = next(line for line in (clear / "report.md").read_text().splitlines() if line.startswith("| tail"))
     assert "0.50 [" in row and "no detectable headroom" not in row
+
+
+def test_the_flag_reads_the_oracle_on_the_seeds_the_share_uses(tmp_path):
+    # the oracle ran 5 seeds and the method 3: on those 3 the oracle wins clearly, so their share stands
+    # alone, whatever the oracle's other seeds did
+    for seed, (ft, oracle) in enumerate([(0.30, 0.40), (0.32, 0.40), (0.28, 0.38), (0.31, 0.25), (0.30, 0.22)]):
+        _run(tmp_path, "ft", "finetune", seed, ft)
+        _run(tmp_path, "or", "finetune_oracle", seed, oracle)
+        if seed < 3:
+            _run(tmp_path, "all", "tail", seed, ft + (oracle - ft) / 2, ["signals=all"])
+    groups = {(g.setting["method"], g.setting.get("signals")): g for g in group_runs(find_runs([tmp_path])[0])}
+    assert not groups[("tail", "all")].headroom_within_noise("test_accuracy")
+    assert report_main([str(tmp_path)]) == 0
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| tail"))
+    assert "0.50 [" in row and "no detectable headroom" not in row

@@ -61,17 +61,26 @@ class Group:
         """(method - baseline) / (oracle - baseline), with a 95% percentile-bootstrap interval over the seeds
         all three have (resampled together): how much of what a perfect signal gains this method gains.
         None without an oracle and a baseline, or when the oracle gains nothing over the baseline."""
-        if self.oracle is None or self.baseline is None or self.baseline is self:
-            return None
-        def by_seed(group: Group) -> dict[str, float]:
-            return {str(r.seed): float(r.results[metric]) for r in group.runs if is_number(r.results.get(metric))}
-        here, base, best = by_seed(self), by_seed(self.baseline), by_seed(self.oracle)
-        seeds = sorted(set(here) & set(base) & set(best))
-        gains = [(here[s] - base[s], best[s] - base[s]) for s in seeds]
+        gains = self._gains_and_headroom(metric)
         share = _ratio_of_means(gains)
         if share is None:
             return None
         return share, *bootstrap(_ratio_of_means, gains, resamples=resamples, seed=seed)  # seeds resampled together
+
+    def headroom_within_noise(self, metric: str) -> bool:
+        """The oracle's gain over the baseline, on the seeds the share uses, has a paired 95% interval
+        reaching 0 (or fewer than 2 seeds): a share of it is a ratio of noise."""
+        headroom = [oracle for _, oracle in self._gains_and_headroom(metric)]
+        return len(headroom) < 2 or bootstrap_ci(headroom)[0] <= 0
+
+    def _gains_and_headroom(self, metric: str) -> list[tuple[float, float]]:
+        """(this - baseline, oracle - baseline) for each seed all three have: the share's one source."""
+        if self.oracle is None or self.baseline is None or self.baseline is self:
+            return []
+        def by_seed(group: Group) -> dict[str, float]:
+            return {str(r.seed): float(r.results[metric]) for r in group.runs if is_number(r.results.get(metric))}
+        here, base, best = by_seed(self), by_seed(self.baseline), by_seed(self.oracle)
+        return [(here[s] - base[s], best[s] - base[s]) for s in sorted(set(here) & set(base) & set(best))]
 
     def commits(self) -> list[str]:
         """The source commits the runs came from (short, ``+dirty`` for uncommitted changes)."""

@@ -82,8 +82,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                         "run that reads gold at the same setting (`tailkd-report --oracle`), with a 95% "
                         "percentile-bootstrap interval over the seeds all three have; '–' where the oracle "
                         "gains nothing over the baseline (no headroom to share); 'no detectable headroom' where the "
-                        "oracle's own paired 95% interval over the baseline reaches 0: a share of a gain within "
-                        "noise is a ratio of noise.", ""]
+                        "oracle's own paired 95% interval over the baseline (on the same seeds) reaches 0, or one "
+                        "seed has it: a share of a gain within noise is a ratio of noise.", ""]
     header = keys + ["seeds", metric, f"Δ vs {baseline}", "paired diff (won/lost)", "paired 95% CI",
                      "detectable (80% power)"] + (
         ["test questions right here / in baseline only (sign test)"] if per_question else []) + (
@@ -99,7 +99,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             _paired(diffs) if not base else "", _ci(diffs) if not base else "",
             _detectable(diffs) if not base else "",
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
-            [_headroom(g.headroom_share(metric), _within_noise(g.oracle, metric)) if not base and g.oracle is not g else ""]
+            [_headroom(g.headroom_share(metric), g.headroom_within_noise(metric)) if not base and g.oracle is not g else ""]
             if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
             _num(g.mean("runtime_s") / 60, 1), " ".join(g.commits()) or "–",
@@ -200,11 +200,6 @@ def _headroom(share: tuple[float, float, float] | None, within_noise: bool = Fal
     value, low, high = share
     return f"{value:.2f} [{low:.2f}, {high:.2f}]" + (" (no detectable headroom)" if within_noise else "")
 
-
-def _within_noise(oracle: Group | None, metric: str) -> bool:
-    """The oracle's gain over the baseline is not told from noise: its paired interval reaches 0."""
-    diffs = oracle.paired_differences(metric) if oracle is not None else []
-    return len(diffs) < 2 or bootstrap_ci(diffs)[0] <= 0
 
 
 def _per_question(group: Group) -> str:
