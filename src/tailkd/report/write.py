@@ -99,8 +99,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             _paired(diffs) if not base else "", _ci(diffs) if not base else "",
             _detectable(diffs) if not base else "",
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
-            [_headroom(g.headroom_share(metric), g.headroom_within_noise(metric)) if not base and g.oracle is not g else ""]
-            if headroom else []) + [
+            [_headroom(g, metric) if not base and g.oracle is not g else ""] if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
             _num(g.mean("runtime_s") / 60, 1), " ".join(g.commits()) or "–",
         ])
@@ -194,12 +193,13 @@ def _write_summary_csv(groups: list[Group], keys: list[str], metric: str, aurocs
                                " ".join(g.commits())])
 
 
-def _headroom(share: tuple[float, float, float] | None, within_noise: bool = False) -> str:
+def _headroom(group: Group, metric: str) -> str:
+    share = group.headroom_share(metric)
     if share is None:
         return "–"
     value, low, high = share
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]" + (" (no detectable headroom)" if within_noise else "")
-
+    flag = " (no detectable headroom)" if group.headroom_within_noise(metric) else ""
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]{flag}"
 
 
 def _per_question(group: Group) -> str:
