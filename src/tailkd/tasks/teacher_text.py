@@ -10,7 +10,8 @@ teacher's text is what a student will learn from, so it is read strictly, in thr
    ``### Question 2`` header), a new chat turn (``Human:``, ``User:``, a chat template's ``<|eot_id|>``)
    or a repeated ``Answer Choices:`` block. A question restated at the very start is not a
    continuation: there the cut waits for the first answer. A reasoning model's ``<think>`` block is
-   read past: its drafts name answers it drops, the reply after ``</think>`` states the one it keeps.
+   read past: its drafts name answers it drops, the reply after ``</think>`` states the one it keeps;
+   one never closed is a draft cut short, with no answer (``unfinished``).
 2. **Find the conclusion.** The answer is the one the teacher's reasoning concludes with: the last
    answer statement (the task's own pattern, ``the (final|correct|best) answer/choice/option is``,
    ``Answer:``, ``\\boxed{}``) that names an answer; failing that an answer stated first (``Yes,
@@ -210,7 +211,8 @@ def span_answers(head: str, answer_type: str, extractor: AnswerExtractor,
 class TeacherReading:
     """What a teacher's text says. ``kept``: the text without its invented continuation; ``cut_at``:
     where that was cut in the original (None: nothing was); ``how``: which rule found the answer
-    (statement, first, fallback) or why none was taken (hedge, no_answer)."""
+    (statement, first, fallback) or why none was taken (hedge, no_answer, unfinished: a <think>
+    block never closed)."""
 
     kept: str
     cut_at: int | None
@@ -314,6 +316,11 @@ def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *
                       fallback: bool = True) -> TeacherReading:
     """Read a teacher's ``text`` (see the module docstring)."""
     text = text.replace("\r\n", "\n")
+    # a <think> block never closed: the model ran out of tokens mid-draft ("So the answer is no. But wait,
+    # ..."), its last draft is no conclusion; read, it would be a guess (raise the teacher's max tokens)
+    opened = text.find("<think>")
+    if opened >= 0 and text.find("</think>", opened) < 0:
+        return TeacherReading(text.strip(), None, text.strip() or None, None, "unfinished")
     # a <think> block left in the text (a recorded file, a local model) is read past, not cut as an
     # invented continuation: the answer and its rationale are the reply's
     reply_at = _reply_start(text)

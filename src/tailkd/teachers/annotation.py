@@ -27,7 +27,7 @@ class Annotation:
     sample_index: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     # where the teacher's invented continuation was cut from ``text`` (None: nothing was), and which
-    # rule read the answer (statement, first, fallback) or why none was taken (hedge, no_answer)
+    # rule read the answer (statement, first, fallback) or why none was taken (hedge, no_answer, unfinished)
     cut_at: int | None = None
     parse: str = ""
 
