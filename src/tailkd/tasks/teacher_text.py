@@ -7,7 +7,8 @@ teacher's text is what a student will learn from, so it is read strictly, in thr
    goes on past its answer with a new question of its own (PaLM: ``...So the answer is (e) raise
    corn.\\n\\nQ: What is ...\\nAnswer Choices:\\n(a) ...\\nA: ...``). The text is cut at the first of the
    request's stop sequences, a line that opens a new question (``Q:``, ``Question:``, ``Problem:``, a
-   ``### Question 2`` header), a new chat turn (``Human:``, ``User:``, a chat template's ``<|eot_id|>``)
+   ``### Question 2`` header), a new chat turn (``Human:``, ``User:``, ``### Instruction:``, a chat
+   template's ``<|eot_id|>``)
    or a repeated ``Answer Choices:`` block. A question restated at the very start is not a
    continuation: there the cut waits for the first answer. A reasoning model's ``<think>`` block is
    read past: its drafts name answers it drops, the reply after ``</think>`` states the one it keeps;
@@ -42,8 +43,10 @@ _QUESTION_MARKER = r"(?:[#*>]+[ \t]*)?(?:Q|Question|Problem)(?:[ \t]*\d+)?[ \t]*
 _NEW_QUESTION = re.compile(r"\n[ \t]*" + _QUESTION_MARKER, re.IGNORECASE)
 _CHOICES_BLOCK = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?Answer[ \t]+Choices[ \t]*\**[ \t]*:", re.IGNORECASE)
 # a chat model that goes on past its turn: a new user turn ("Human:", "User:") or the chat template's own
-# tokens, when its text was decoded with them ("<|eot_id|>", "<|im_end|>", Gemma's "<end_of_turn>", "</s>")
-_NEW_TURN = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?(?:Human|User)[ \t]*\**[ \t]*:"
+# tokens, when its text was decoded with them ("<|eot_id|>", "<|im_end|>", Gemma's "<end_of_turn>", "</s>");
+# a model tuned on the Alpaca template (Alpaca, WizardLM, many Llama and Falcon fine-tunes) opens its next turn
+# with "### Instruction:"
+_NEW_TURN = re.compile(r"\n[ \t]*(?:[#*>]+[ \t]*)?(?:Human|User|Instruction)[ \t]*\**[ \t]*:"
                        r"|<\|\w+\|>|<(?:end|start)_of_turn>|</s>|\[INST\]", re.IGNORECASE)
 
 
