@@ -8,7 +8,6 @@ never concludes or says no answer: a wrong answer is worse than none."""
 from __future__ import annotations
 
 import pytest
-
 from test_teacher_text import CQA, GSM, SQA
 
 ROW = {"id": "f1", "question": "Where would you put a lamp you read by?",

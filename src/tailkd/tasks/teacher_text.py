@@ -254,9 +254,12 @@ def _answer_first(kept: str, answer_type: str, choices: Mapping[str, str] | None
 
 
 def _listing_lines(text: str) -> set[int]:
-    """Indexes of the lines that list choices ("A) doorway", "(b) chapel"): two or more in a text."""
+    """Indexes of the lines that list choices ("A) doorway", "(b) chapel", a ranking's "1. B) desk"): two
+    or more in a text."""
     lines = text.split("\n")
-    listed = {i for i, line in enumerate(lines) if re.match(r"\s*(?:[-*]\s*)?\(?[A-Ea-e][).:]\s", line)}
+    # a numbered list ("1. B) desk\n2. C) bedroom", a ranking never concluded) lists choices too
+    listed = {i for i, line in enumerate(lines)
+              if re.match(r"\s*(?:[-*]\s*|\d{1,2}[.)]\s*)?\(?[A-Ea-e][).:]\s", line)}
     return listed if len(listed) > 1 else set()
 
 
