@@ -75,7 +75,10 @@ def cut_continuation(text: str, stops: Sequence[str] = (), answered_at: int | No
 
 _STATEMENT = re.compile(
     r"(?:\bthe\s+)?(?:\b(?:final|correct|best|right|most\s+likely|most\s+appropriate)\s+)?"
-    r"\b(?:answer|choice|option)(?:\s+(?:choice|option))?(?:\s*\([^()\n]{1,40}\))?\s*"  # "(arabic numerals)"
+    r"\b(?:answer|choice|option)(?:\s+(?:choice|option))?"
+    # "the answer to the question \"Could Aristotle use a laptop?\" is no" (Llama, Mistral)
+    r"(?:\s+to\s+(?:the|this|that|your)\s+question(?:\s*[\"“][^\"”\n]{1,200}[\"”])?)?"
+    r"(?:\s*\([^()\n]{1,40}\))?\s*"  # "(arabic numerals)"
     r"(?:\bis\b|\bwould\s+be\b|\bshould\s+be\b|\bwill\s+be\b|\bhas\s+to\s+be\b|[:=])\s*(?::\s*)?"
     r"([^\n]*)",
     re.IGNORECASE,
