@@ -33,6 +33,9 @@ CHOICE = [
     ("letter-dot-text-last-line", "A lamp for reading sits close at hand.\n\nB. desk", "B"),
     ("answer-is-because", "The answer is B because a desk is where you read.", "B"),
     ("claude-options-then-heading", "Let's look at each option:\n\n" + OPTIONS + "\n\n### Final Answer\nB) desk", "B"),
+    ("options-then-plain-conclusion", "Let's look at each option:\n\n" + OPTIONS + "\n\nSo a reading lamp "
+     "belongs on a desk.", "B"),
+    ("options-never-concluded", "Let's look at each option:\n\n" + OPTIONS, None),
     ("claude-options-then-best", "Let's look at each option:\n\n" + OPTIONS + "\n\nThe best answer is **B) desk**.",
      "B"),
     ("claude-others-after", "The best answer is **B) desk**.\n\nThe other options are less fitting: A) office is "

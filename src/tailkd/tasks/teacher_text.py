@@ -83,6 +83,10 @@ _STATEMENT = re.compile(
     r"([^\n]*)",
     re.IGNORECASE,
 )
+# an answer under a heading of its own, no colon: "### Final Answer\nB) desk", "**Answer**\nNo" (Claude,
+# Gemma, GPT-4o's markdown); its span is the next line's
+_HEADING = re.compile(r"^[ \t]*[#*_>]*[ \t]*(?:(?:my|the)[ \t]+)?(?:(?:final|correct|best)[ \t]+)?answer[ \t*_]*"
+                      r"(?=\n)()", re.IGNORECASE | re.MULTILINE)
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # a dangling lead-in before "the answer is": dropped from the rationale with the statement
 _CONNECTIVE = re.compile(
@@ -112,12 +116,17 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
     found: list[Statement] = []
     for match in extractor.matches(text):
         found.append(Statement(match.start(), match.end(1), match.group(1) or ""))
-    for match in _STATEMENT.finditer(text):
-        span, end = match.group(1), match.end()
+    for match in [*_STATEMENT.finditer(text), *_HEADING.finditer(text)]:
+        span, span_at, end = match.group(1), match.start(1), match.end()
         if not span.strip(" \t*_`#"):  # "Answer:" on a line of its own: the answer is on the next one
             following = re.match(r"[ \t]*\n\s*([^\n]*)", text[end:])
             if following:
-                span, end = following.group(1), end + following.end()
+                span, span_at, end = following.group(1), end + following.start(1), end + following.end()
+        # "Let's look at each option:\nA) office - too broad\nB) desk ...": the header of a listing of the
+        # choices, not an answer (read, the listing's first line would be)
+        if "\n" in text[match.start():span_at] and _LISTED_LINE.match(span) and _LISTED_LINE.match(
+                text[end:].lstrip("\n").split("\n", 1)[0]):
+            continue
         found.append(Statement(match.start(), end, span))
     for match in _BOXED.finditer(text):
         found.append(Statement(match.start(), match.end(), match.group(1)))
@@ -256,13 +265,15 @@ def _answer_first(kept: str, answer_type: str, choices: Mapping[str, str] | None
     return None
 
 
+# a line that lists a choice; a numbered list ("1. B) desk\n2. C) bedroom", a ranking never concluded) too
+_LISTED_LINE = re.compile(r"\s*(?:[-*]\s*|\d{1,2}[.)]\s*)?\(?[A-Ea-e][).:]\s")
+
+
 def _listing_lines(text: str) -> set[int]:
     """Indexes of the lines that list choices ("A) doorway", "(b) chapel", a ranking's "1. B) desk"): two
     or more in a text."""
     lines = text.split("\n")
-    # a numbered list ("1. B) desk\n2. C) bedroom", a ranking never concluded) lists choices too
-    listed = {i for i, line in enumerate(lines)
-              if re.match(r"\s*(?:[-*]\s*|\d{1,2}[.)]\s*)?\(?[A-Ea-e][).:]\s", line)}
+    listed = {i for i, line in enumerate(lines) if _LISTED_LINE.match(line)}
     return listed if len(listed) > 1 else set()
 
 
