@@ -140,5 +140,5 @@ def test_other_families_read_to_the_answer_they_conclude_with(task, text, answer
     reading = task.read_teacher(text, EXAMPLE if task is CQA else None)
     assert reading.answer == answer, reading
     if answer is not None:  # what a student learns from carries no tag, no draft, no next turn
-        assert not any(mark in (reading.rationale or "") for mark in ("<answer>", "</think>", "### Instruction",
-                                                                      "[INST]", "USER:"))
+        marks = ("<answer>", "</think>", "<reasoning>", "<thinking>", "### Instruction", "[INST]", "USER:")
+        assert not any(mark in (reading.rationale or "") for mark in marks)

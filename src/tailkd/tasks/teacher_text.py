@@ -87,6 +87,10 @@ _STATEMENT = re.compile(
 # Gemma, GPT-4o's markdown); its span is the next line's
 _HEADING = re.compile(r"^[ \t]*[#*_>]*[ \t]*(?:(?:my|the)[ \t]+)?(?:(?:final|correct|best)[ \t]+)?answer[ \t*_]*"
                       r"(?=\n)()", re.IGNORECASE | re.MULTILINE)
+# the answer in tags after the reasoning: Claude prompted for "<thinking>...</thinking><answer>B</answer>",
+# a GRPO-tuned model's "<reasoning>...</reasoning>\n<answer>\n18\n</answer>"
+_ANSWER_TAG = re.compile(r"<answer>\s*([^<]*?)\s*(?:</answer>|$)", re.IGNORECASE)
+_REASONING_TAG = re.compile(r"</?(?:reasoning|thinking)>", re.IGNORECASE)  # not in a rationale
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # a dangling lead-in before "the answer is": dropped from the rationale with the statement
 _CONNECTIVE = re.compile(
@@ -128,7 +132,7 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
                 text[end:].lstrip("\n").split("\n", 1)[0]):
             continue
         found.append(Statement(match.start(), end, span))
-    for match in _BOXED.finditer(text):
+    for match in [*_BOXED.finditer(text), *_ANSWER_TAG.finditer(text)]:
         found.append(Statement(match.start(), match.end(), match.group(1)))
     return sorted(found, key=lambda s: (s.start, -s.end))
 
@@ -302,7 +306,7 @@ def _fallback(kept: str, answer_type: str, extractor: AnswerExtractor,
 
 def _rationale_before(kept: str, start: int) -> str | None:
     """The kept text before a statement, without the lead-in of the statement's own sentence."""
-    before = kept[:start]
+    before = _REASONING_TAG.sub("", kept[:start])
     bounds = list(_SENTENCE_END.finditer(before))
     lead = before[bounds[-1].end():] if bounds else before
     if _CONNECTIVE.match(lead.strip().strip("*#_ ")):
