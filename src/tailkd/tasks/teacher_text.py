@@ -91,6 +91,9 @@ _HEADING = re.compile(r"^[ \t]*[#*_>]*[ \t]*(?:(?:my|the)[ \t]+)?(?:(?:final|cor
 # a GRPO-tuned model's "<reasoning>...</reasoning>\n<answer>\n18\n</answer>"
 _ANSWER_TAG = re.compile(r"<answer>\s*([^<]*?)\s*(?:</answer>|$)", re.IGNORECASE)
 _REASONING_TAG = re.compile(r"</?(?:reasoning|thinking)>", re.IGNORECASE)  # not in a rationale
+# GSM8K's own answer line, which models few-shot on its solutions or tuned on them write: "#### 18" (a number
+# alone on the line: not a "#### 2. Total" heading); read past it, the last number may be an invented question's
+_HASHES = re.compile(r"^[ \t]*####[ \t]*(\$?[-−–]?\d[\d,]*(?:\.\d+)?)[ \t]*$", re.MULTILINE)
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # a dangling lead-in before "the answer is": dropped from the rationale with the statement
 _CONNECTIVE = re.compile(
@@ -132,7 +135,7 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
                 text[end:].lstrip("\n").split("\n", 1)[0]):
             continue
         found.append(Statement(match.start(), end, span))
-    for match in [*_BOXED.finditer(text), *_ANSWER_TAG.finditer(text)]:
+    for match in [*_BOXED.finditer(text), *_ANSWER_TAG.finditer(text), *_HASHES.finditer(text)]:
         found.append(Statement(match.start(), match.end(), match.group(1)))
     return sorted(found, key=lambda s: (s.start, -s.end))
 
