@@ -115,6 +115,7 @@ class Statement:
     start: int  # where the statement begins (its rationale ends here)
     end: int
     span: str  # the text that should name the answer
+    label: bool = False  # "Answer: ...", "### Answer\n...": a label, where "the answer is ..." is a predicate
 
 
 def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
@@ -134,7 +135,8 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
         if "\n" in text[match.start():span_at] and _LISTED_LINE.match(span) and _LISTED_LINE.match(
                 text[end:].lstrip("\n").split("\n", 1)[0]):
             continue
-        found.append(Statement(match.start(), end, span))
+        lead = text[match.start():span_at]
+        found.append(Statement(match.start(), end, span, not re.search(r"\b(?:is|be)\b", lead, re.IGNORECASE)))
     for match in [*_BOXED.finditer(text), *_ANSWER_TAG.finditer(text), *_HASHES.finditer(text)]:
         found.append(Statement(match.start(), match.end(), match.group(1)))
     return sorted(found, key=lambda s: (s.start, -s.end))
@@ -338,6 +340,13 @@ def _reply_start(text: str) -> int:
     return end + len("</think>")
 
 
+# a label ("Answer:") names a number or a yes/no only when it opens with it: chat models (Llama-2, Vicuna)
+# echo a prompt's "Answer:" and write their reasoning after it, whose first sentence ("Janet has 16 eggs",
+# "Hydrogen has no neutrons") is not the answer. (A choice's span is read strictly already.)
+_OPENS_WITH = {"number": re.compile(r"[\s(~≈\\]*[-−–]?\d"),
+               "yesno": re.compile(r"[\s(\"']*(?:not\s+)?(?:yes|no|true|false)\b", re.IGNORECASE)}
+
+
 def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *,
                       choices: Mapping[str, str] | None = None, stops: Sequence[str] = (),
                       fallback: bool = True) -> TeacherReading:
@@ -359,7 +368,10 @@ def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *
     kept = re.sub(r"^A\s*:\s*(?=\S)", "", kept)  # a few-shot exemplar's answer marker, not part of the answer
     found = statements(kept, extractor)
     for statement in reversed(found):
-        answers = span_answers(_head(statement.span), answer_type, extractor, choices)
+        head = _head(statement.span)
+        if statement.label and answer_type in _OPENS_WITH and not _OPENS_WITH[answer_type].match(head):
+            continue  # "Answer: Janet sells 16 - 3 - 4 = 9 eggs. ...": a label over the reasoning, not its answer
+        answers = span_answers(head, answer_type, extractor, choices)
         if len(answers) > 1:
             return TeacherReading(kept, cut_at, kept or None, None, "hedge")
         if answers:
