@@ -87,6 +87,11 @@ _STATEMENT = re.compile(
 # Gemma, GPT-4o's markdown); its span is the next line's
 _HEADING = re.compile(r"^[ \t]*[#*_>]*[ \t]*(?:(?:my|the)[ \t]+)?(?:(?:final|correct|best)[ \t]+)?answer[ \t*_]*"
                       r"(?=\n)()", re.IGNORECASE | re.MULTILINE)
+# a choice named before its verdict, at a sentence's start: "B is the correct answer.", "**B) desk** is the best
+# answer here." (Claude, GPT-4o); read past, the fallback's last sentence names whatever it mentions last
+_REVERSED = re.compile(r"(?:^|(?<=[.!?]\s))([^.!?\n]{1,60}?)\s+is\s+(?:the|my)\s+"
+                       r"(?:(?:final|correct|best|right|most\s+likely|most\s+appropriate)\s+)?(?:answer|choice|option)\b",
+                       re.IGNORECASE | re.MULTILINE)
 # the answer in tags after the reasoning: Claude prompted for "<thinking>...</thinking><answer>B</answer>",
 # a GRPO-tuned model's "<reasoning>...</reasoning>\n<answer>\n18\n</answer>"
 _ANSWER_TAG = re.compile(r"<answer>\s*([^<]*?)\s*(?:</answer>|$)", re.IGNORECASE)
@@ -137,6 +142,8 @@ def statements(text: str, extractor: AnswerExtractor) -> list[Statement]:
             continue
         lead = text[match.start():span_at]
         found.append(Statement(match.start(), end, span, not re.search(r"\b(?:is|be)\b", lead, re.IGNORECASE)))
+    if extractor.type.name == "choice":
+        found += [Statement(m.start(1), m.end(1), m.group(1)) for m in _REVERSED.finditer(text)]
     for match in [*_BOXED.finditer(text), *_ANSWER_TAG.finditer(text), *_HASHES.finditer(text)]:
         found.append(Statement(match.start(), match.end(), match.group(1)))
     return sorted(found, key=lambda s: (s.start, -s.end))
