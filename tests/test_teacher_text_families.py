@@ -53,6 +53,7 @@ CHOICE = [
      "<answer>\nB\n</answer>", "B"),
     ("flan-t5-choice-text", "desk", "B"),
     ("flan-t5-label", "(B)", "B"),
+    ("lowercase-letter", "People read at a desk. So the answer is b.", "B"),
     ("gemma-bold-first", "**B) desk**\n\nHere's why: people read at desks.", "B"),
     ("answer-then-other-option", "Answer: B\n\nExplanation: While option A (office) might have a lamp, the desk is "
      "the most specific place.", "B"),

@@ -196,6 +196,8 @@ def choice_answers(head: str, choices: Mapping[str, str] | None) -> set[str]:
         named = {label for label, t in named.items() if not any(t != u and t in u for u in named.values())}
         if named:
             return named
+    if re.fullmatch(r"[a-e]", head):  # "So the answer is b." (lowercase labels): a letter alone names its choice
+        return {head.upper()}
     return set(_BARE_LABEL.findall(head))
 
 
