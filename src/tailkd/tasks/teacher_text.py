@@ -15,7 +15,9 @@ teacher's text is what a student will learn from, so it is read strictly, in thr
    one never closed is a draft cut short, with no answer (``unfinished``).
 2. **Find the conclusion.** The answer is the one the teacher's reasoning concludes with: the last
    answer statement (the task's own pattern, ``the (final|correct|best) answer/choice/option is``,
-   ``Answer:``, ``\\boxed{}``) that names an answer; failing that an answer stated first (``Yes,
+   ``Answer:``, an ``### Answer`` heading, ``\\boxed{}``, ``<answer>`` tags, GSM8K's ``#### 18``, a
+   choice's ``B is the correct answer``) that names an answer (an ``Answer:`` label over reasoning names
+   a number or yes/no only when it opens with it); failing that an answer stated first (``Yes,
    because ...``, ``(b) lamp. ...``); failing that (with ``task.answer.fallback``) the last number of a
    numeric answer, or the last sentence when it names exactly one answer.
 3. **Refuse to guess.** A statement that names two different answers (``either (a) or (e)``, ``(a)
