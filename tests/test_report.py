@@ -331,3 +331,34 @@ def test_per_question_comparison_pools_the_seeds_test_answers_with_a_sign_test(t
         tail = next(r for r in csv.DictReader(f) if r["method"] == "tail")
     assert (tail["questions_right_only_here"], tail["questions_right_only_in_baseline"]) == ("3", "1")
     assert float(tail["sign_test_p"]) == pytest.approx(0.625)
+
+
+def test_a_setting_that_differs_by_seed_by_design_is_left_out_with_ignore(tmp_path, capsys):
+    """Each seed replays its own collection (teacher.path=.../collect_s<seed>/annotations.jsonl): without
+    --ignore every run is a setting of its own; with it the seeds pair up and the report says what it
+    left out."""
+    for seed in (0, 1, 2):
+        for method, acc in (("finetune", 0.30 + 0.01 * seed), ("finetune_oracle", 0.35 + 0.02 * seed)):
+            folder = tmp_path / f"{method}_s{seed}"
+            (folder / ".hydra").mkdir(parents=True)
+            (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+                [f"method={method}", "teacher=recorded", f"teacher.path=/c/collect_s{seed}/annotations.jsonl",
+                 f"seed={seed}"]))
+            (folder / "results.json").write_text(json.dumps({"task": "commonsense_qa", "student": "tiny",
+                                                             "method": method, "seed": seed, "test_accuracy": acc}))
+    assert len(group_runs(find_runs([tmp_path])[0])) == 6
+    groups = {g.setting["method"]: g for g in group_runs(find_runs([tmp_path], ignore=["teacher.path"])[0])}
+    assert set(groups) == {"finetune", "finetune_oracle"}
+    assert groups["finetune_oracle"].paired_differences("test_accuracy") == pytest.approx([0.05, 0.06, 0.07])
+    assert "teacher.path" not in groups["finetune"].setting and groups["finetune"].setting["teacher"] == "recorded"
+
+    assert report_main([str(tmp_path), "--ignore", "teacher.path"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "6 runs in 2 settings" in report and "Left out of every setting: `teacher.path`" in report
+
+
+def test_ignoring_a_setting_no_run_has_is_one_clear_error(tmp_path, capsys):
+    make_sweep(tmp_path)
+    assert report_main([str(tmp_path), "--ignore", "teacher.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "--ignore teacher.pth" in err and "no run" in err

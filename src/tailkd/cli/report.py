@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle", default="finetune_oracle",
                         help="the reference that reads gold, for the share of its headroom over the baseline "
                              "(a method, optionally with settings: 'tail signals=oracle')")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                        help="an override left out of every setting, for one that differs by seed by design "
+                             "(each seed replaying its own collection: --ignore teacher.path); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -33,20 +36,30 @@ def main(argv: list[str] | None = None) -> int:
     blocked = _unwritable(out)
     if blocked:  # said before the search, not as a traceback after it
         return _fail(f"cannot write the report into {out}: {blocked}")
-    runs, skipped = find_runs(args.dirs, args.metric)
+    runs, skipped = find_runs(args.dirs, args.metric, args.ignore)
     if not runs:
         found = f" ({len(skipped)} results.json skipped: {skipped[0].reason})" if skipped else ""
         return _fail(f"no finished runs with {args.metric!r} under {', '.join(map(str, args.dirs))}{found}. "
                      "A run writes results.json when it finishes; point tailkd-report at a multirun "
                      "folder such as multirun/<date>/ or outputs/.")
+    unused = [key for key in args.ignore if not _overridden(key, runs)]
+    if unused:  # a typo would otherwise leave the runs split exactly as without it, silently
+        return _fail(f"--ignore {unused[0]}: no run under {', '.join(map(str, args.dirs))} was given that "
+                     "override (see a run's .hydra/overrides.yaml for the keys)")
     for s in skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
     try:
-        written = write_report(runs, skipped, out, args.dirs, args.metric, args.baseline, args.oracle)
+        written = write_report(runs, skipped, out, args.dirs, args.metric, args.baseline, args.oracle, args.ignore)
     except OSError as err:
         return _fail(f"cannot write the report into {out}: {err}")
     log.info("%d runs; wrote %s", len(runs), ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def _overridden(key: str, runs) -> bool:
+    from tailkd.report.runs import overrides_of
+
+    return any(k == key or k.startswith(key + ".") for r in runs for k in (overrides_of(r.path) or {}))
 
 
 def _unwritable(out: Path) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,12 @@ class Skipped:
     reason: str
 
 
-def find_runs(folders: list[Path], metric: str = "test_accuracy") -> tuple[list[Run], list[Skipped]]:
+def find_runs(folders: list[Path], metric: str = "test_accuracy",
+              ignore: Sequence[str] = ()) -> tuple[list[Run], list[Skipped]]:
     """Every ``results.json`` below ``folders`` that reports ``metric``; unreadable ones are skipped
-    with the reason (a report over a half-finished sweep should still be written)."""
+    with the reason (a report over a half-finished sweep should still be written). ``ignore``: overrides
+    left out of every setting, for one that differs by seed by design (each seed replaying its own
+    collection: ``teacher.path``)."""
     runs, skipped = [], []
     seen: set[Path] = set()
     for folder in folders:
@@ -63,7 +67,7 @@ def find_runs(folders: list[Path], metric: str = "test_accuracy") -> tuple[list[
             if reason:
                 skipped.append(Skipped(path, reason))
             else:
-                runs.append(Run(path.parent, results, setting_of(path.parent, results)))
+                runs.append(Run(path.parent, results, setting_of(path.parent, results, ignore)))
     return runs, skipped
 
 
@@ -91,16 +95,17 @@ def is_number(value: Any) -> bool:
         return False
 
 
-def setting_of(run_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+def setting_of(run_dir: Path, results: dict[str, Any], ignore: Sequence[str] = ()) -> dict[str, str]:
     setting = {key: _text(results.get(key)) for key in CORE}
-    overrides = _overrides(run_dir)
+    overrides = overrides_of(run_dir)
     if overrides is None:
         for key, field_name in FALLBACK.items():
             if results.get(field_name) is not None:
                 setting[key] = _text(results[field_name])
     else:
         for key, value in overrides.items():
-            if key in CORE or key.startswith("hydra") or any(key == i or key.startswith(i + ".") for i in IGNORED):
+            if key in CORE or key.startswith("hydra") or any(key == i or key.startswith(i + ".")
+                                                             for i in (*IGNORED, *ignore)):
                 continue
             setting[key] = value
     if "signals_preset" not in results and not results.get("signals"):  # a method that computes no signals
@@ -162,7 +167,8 @@ def is_method_key(key: str) -> bool:
     return key.startswith("method.")
 
 
-def _overrides(run_dir: Path) -> dict[str, str] | None:
+def overrides_of(run_dir: Path) -> dict[str, str] | None:
+    """The Hydra overrides a run was given, as key -> value (None: the run has no Hydra record)."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return None

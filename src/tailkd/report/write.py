@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ TRAINED = "teacher_annotation_accuracy_trained"  # the share of right answers am
 
 def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: list[Path],
                  metric: str = "test_accuracy", baseline: str = "finetune",
-                 oracle: str | None = "finetune_oracle") -> dict[str, Path]:
+                 oracle: str | None = "finetune_oracle", ignored: Sequence[str] = ()) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs, baseline, oracle)
     keys = varying_keys(groups)
@@ -52,18 +53,22 @@ def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: li
         plots["signal AUROC (right vs wrong teacher annotations)"] = path
     written.update({p.name: p for p in plots.values()})
 
-    lines = _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots)
+    lines = _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots, ignored)
     written["report.md"] = out / "report.md"
     written["report.md"].write_text("\n".join(lines) + "\n")
     return written
 
 
-def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots) -> list[str]:
+def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, plots, ignored=()) -> list[str]:
     lines = ["# tailkd report", ""]
     lines.append(f"{len(runs)} runs in {len(groups)} settings, from " + ", ".join(f"`{s}`" for s in sources) + ".")
     constant = constant_settings(groups)
     if constant:
         lines.append("Same in every run: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()) + ".")
+    if ignored:
+        # said in the report: runs that differ only there were pooled as seeds of one setting
+        lines.append("Left out of every setting: " + ", ".join(f"`{k}`" for k in ignored)
+                     + " (`--ignore`: runs that differ only there are seeds of one setting).")
     lines += ["", f"## {metric}", "",
               f"Mean ± std over seeds (sample std; '–' with one seed). Δ: relative to `{baseline}` at the same "
               "setting otherwise (task, student, budget, teacher). Paired: the difference to "
