@@ -11,6 +11,11 @@
 #   DATA=../shared/data/commonsense_qa_palm PARTS=curve BUDGETS=100,300,1000 bash multirun_scripts/testbed.sh \
 #     hydra.sweep.dir=multirun/testbed_curve
 #   tailkd-report multirun/testbed_curve            # vs finetune, with the share of the oracle's headroom
+# Another teacher on the same questions (TEACHER=qwen-1.5b-embedded, any teacher config): its answers to each
+# seed's bought questions are collected once (tailkd-collect into $SWEEP_DIR/collect_s<seed>, the largest
+# budget; a smaller budget buys a prefix of the same questions) and every job replays its seed's collection:
+#   TEACHER=qwen-1.5b-embedded TEACHER_ARGS="teacher.dtype=bfloat16 teacher.batch_size=16" MAX_NEW_TOKENS=256 \
+#     BUDGETS=300 ORACLES=finetune,finetune_oracle bash multirun_scripts/testbed.sh hydra.sweep.dir=multirun/testbed_qwen15
 DATA=${DATA:-../shared/data/commonsense_qa_palm}
 BUDGETS=${BUDGETS:-100,300,1000}
 SEEDS=${SEEDS:-0,1,2,3,4}
@@ -23,17 +28,48 @@ SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
 ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 ORACLES=${ORACLES:-finetune,finetune_oracle,finetune_gold}
 PARTS=${PARTS:-"curve"}
+TEACHER=${TEACHER:-palm}  # palm: DATA's teacher.jsonl replayed; else a teacher config, collected per seed
+TEACHER_ARGS=${TEACHER_ARGS:-}  # that teacher's settings, for tailkd-collect
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default; a teacher that writes long needs more)
+TAILKD_COLLECT=${TAILKD_COLLECT:-tailkd-collect}
 set -euo pipefail
+# one collection per seed of the largest budget's questions; a finished one is kept (nothing bought twice)
+collect() {
+  local largest seed
+  largest=$(tr , '\n' <<<"$BUDGETS" | sort -n | tail -1)
+  for seed in ${SEEDS//,/ }; do
+    [ -f "$SWEEP_DIR/collect_s$seed/results.json" ] && continue
+    echo "== $SWEEP_DIR/collect_s$seed: teacher=$TEACHER $TEACHER_ARGS" >&2
+    # shellcheck disable=SC2086  # TEACHER_ARGS holds several overrides
+    $TAILKD_COLLECT task=commonsense_qa task.data_dir="$DATA" task.train_size=null teacher="$TEACHER" $TEACHER_ARGS \
+      budget.max_queries="$largest" seed="$seed" hydra.run.dir="$SWEEP_DIR/collect_s$seed"
+  done
+}
+
 main() {
-  [ -f "$DATA/teacher.jsonl" ] || { echo "no $DATA/teacher.jsonl: set DATA to the commonsense_qa_palm folder" >&2; exit 2; }
+  if [ "$TEACHER" = palm ] && [ ! -f "$DATA/teacher.jsonl" ]; then
+    echo "no $DATA/teacher.jsonl: set DATA to the commonsense_qa_palm folder" >&2; exit 2
+  fi
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" testbed "$@"
+  local replay="$DATA/teacher.jsonl"
+  if [ "$TEACHER" != palm ]; then
+    case $SWEEP_DIR in /*) ;; *) SWEEP_DIR=$PWD/$SWEEP_DIR ;; esac
+    collect
+    # one override for every seed (${seed} is resolved in each job), so tailkd-report pairs the seeds
+    replay="$SWEEP_DIR/collect_s\${seed}/annotations.jsonl"
+  fi
   # the untrained student is the same in every job: score it once with tailkd-eval, not in every job
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
-          teacher=recorded teacher.path="$DATA/teacher.jsonl"
+          teacher=recorded teacher.path="$replay"
           budget.max_queries="$BUDGETS" seed="$SEEDS" trainer.pl.max_epochs="$EPOCHS" trainer.eval_before=false logger=csv)
+  [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
   TAIL=(method=tail ta="$TA" signals.self_consistency.k="$K")
   for part in $PARTS; do
+    if [ "$TEACHER" != palm ] && [[ $part == elad || $part == tail_select ]]; then
+      echo "PARTS=$part chooses questions beyond the collected ones; with TEACHER=$TEACHER run curve steps tail_weight tail_filter" >&2
+      exit 2
+    fi
     case $part in
       curve)       sweep curve       method="$ORACLES"                                   "${COMMON[@]}" ;;
       steps)       sweep steps       method=finetune_equal_steps,distill_step_by_step     "${COMMON[@]}" ;;

@@ -18,10 +18,11 @@ from helpers import REPO
 from test_teacher_openai import openai_overrides
 
 
-def _run(cmd: list[str], cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cache: Path, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
     # the scripts call $TAILKD_TRAIN: this Python's module, whether or not its bin/ is on PATH
     env = {**os.environ, "TAILKD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1",
-           "TAILKD_TRAIN": f"{sys.executable} -m tailkd.cli.train"}
+           "TAILKD_TRAIN": f"{sys.executable} -m tailkd.cli.train",
+           "TAILKD_COLLECT": f"{sys.executable} -m tailkd.cli.collect", **env_vars}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
@@ -104,3 +105,49 @@ def test_every_multirun_script_composes_and_passes_arguments_on(script, tmp_path
         assert "logger.wandb.group=study" in sweep["overrides"]
     methods = {m for s in sweeps for m in s["dims"]["method"]}
     assert "finetune" in methods and len(methods) >= 2  # every study compares a method with fine-tuning
+
+
+def test_testbed_collects_another_teacher_once_per_seed_and_every_job_replays_its_seeds(tmp_path):
+    """TEACHER=<config>: each seed's bought questions are collected once, every job replays its own
+    seed's collection, the oracle keeps that teacher's right answers, and the report pairs the seeds."""
+    data = tmp_path / "csqa"
+    data.mkdir()
+    texts = ["office", "desk", "bedroom", "ceiling", "house"]
+    rows = [{"id": f"q{i}", "question": f"Where would you put lamp number {i}?", "question_concept": "",
+             "choices": {"label": list("ABCDE"), "text": texts}, "answerKey": "ABCDE"[i % 5]} for i in range(40)]
+    for name, part in (("train.jsonl", rows[:30]), ("validation.jsonl", rows[30:])):
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    # the other teacher: right on two questions of three, and it goes on with a question of its own
+    said = {r["id"]: r["answerKey"] if i % 3 else "ABCDE"[(i + 1) % 5] for i, r in enumerate(rows[:30])}
+    teacher = tmp_path / "other_teacher.jsonl"
+    teacher.write_text("".join(json.dumps({"example_id": q, "text": f"A lamp goes where one reads. So the answer is "
+                                           f"({a.lower()}).\n\nQ: Where is a cat?"}) + "\n" for q, a in said.items()))
+    sweep = tmp_path / "testbed"
+    _run(["bash", str(REPO / "multirun_scripts" / "testbed.sh"), f"hydra.sweep.dir={sweep}", "student=tiny",
+          "trainer.batch_size=4"], tmp_path / "cache", DATA=str(data), TEACHER="recorded",
+         TEACHER_ARGS=f"teacher.path={teacher}", BUDGETS="12", SEEDS="0,1", TEST_SIZE="6", EPOCHS="1",
+         ORACLES="finetune,finetune_oracle", MAX_NEW_TOKENS="16")
+    bought = {}
+    for seed in (0, 1):
+        collected = [json.loads(line) for line in (sweep / f"collect_s{seed}" / "annotations.jsonl").read_text().splitlines()]
+        assert len(collected) == 12 and all("Q:" not in a["rationale"] for a in collected)
+        bought[seed] = {a["example_id"] for a in collected}
+        bought[seed, "right"] = sum(a["answer"] == said[a["example_id"]] == next(r["answerKey"] for r in rows if
+                                    r["id"] == a["example_id"]) for a in collected)
+    assert bought[0] != bought[1]  # each seed its own questions
+    results = _results(sweep / "curve")
+    assert {(r["method"], r["seed"]) for r in results} == {(m, s) for m in ("finetune", "finetune_oracle") for s in (0, 1)}
+    for r in results:
+        assert r["teacher_replayed"] == 12 and r["teacher_requests_sent"] == 0
+        expected = 12 if r["method"] == "finetune" else bought[r["seed"], "right"]
+        assert r["num_train_examples"] == expected, r
+    assert report_main([str(sweep / "curve")]) == 0
+    assert "4 runs in 2 settings" in (sweep / "curve" / "report.md").read_text()
+
+
+def test_testbed_refuses_parts_that_choose_beyond_another_teachers_collection(tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / "testbed.sh"), f"hydra.sweep.dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "TEACHER": "qwen-1.5b-embedded", "PARTS": "elad",
+                               "TAILKD_COLLECT": "true", "DATA": str(tmp_path)})
+    assert proc.returncode == 2 and "PARTS=elad chooses questions beyond the collected ones" in proc.stderr
