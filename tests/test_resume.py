@@ -132,3 +132,34 @@ def test_a_stage_checkpointed_on_other_data_is_trained_again(tmp_path, caplog):
     changed = records(8)
     changed[3].target = " something else entirely. The answer is 1."
     assert fit(changed, "c").restored is None and "trained on other data" in caplog.text
+
+
+def test_every_training_stage_hands_freed_memory_back_each_epoch_and_at_its_end(tmp_path, monkeypatch):
+    """Batches of varying length fragment glibc's heap: memory a step freed stays in the process (two
+    135M jobs on ~350-token rationales grew to 10.5 GB each and were OOM-killed). malloc_trim runs at each
+    epoch's end and when the stage ends, with or without checkpoints."""
+    import pytorch_lightning as pl
+
+    from tailkd.training import DistillDataModule, DistillModule, Encoder, memory
+    from tailkd.training.checkpoints import Checkpoints
+
+    from helpers import chain_task, records, tiny_student
+
+    calls = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: calls.append(pad) or 1)
+    for folder in (tmp_path / "ckpt", None):
+        calls.clear()
+        student = tiny_student()
+        datamodule = DistillDataModule(records(8), [], Encoder(student.tokenizer, True, 128), 4, 4)
+        trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        Checkpoints(folder, None, tmp_path / "run").fit("train", trainer, DistillModule(student, chain_task(), lr=1e-3),
+                                                        datamodule)
+        assert calls == [0] * 4, folder  # three epochs, then the stage's end
+
+
+def test_releasing_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+    from tailkd.training import memory
+
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: None)  # macOS, musl: no malloc_trim
+    assert memory.release_freed_memory() is False

@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 
 from tailkd import timing
+from tailkd.training.memory import ReleaseFreedMemory, release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,12 @@ class Checkpoints:
         """``trainer.fit`` for one stage of the run: skipped if the stage finished before (its weights
         and RNG restored), continued from its last checkpoint if it was interrupted. Timed as the
         run's ``train`` phase (its ``warmup`` for TAiL's first stage)."""
+        if not any(isinstance(c, ReleaseFreedMemory) for c in trainer.callbacks):
+            trainer.callbacks.append(ReleaseFreedMemory())
         with timing.phase("warmup" if stage == "warmup" else "train"):
-            return self._fit(stage, trainer, module, datamodule)
+            fitted = self._fit(stage, trainer, module, datamodule)
+        release_freed_memory()  # what training freed, before the next stage or test generation needs memory
+        return fitted
 
     def _fit(self, stage: str, trainer: pl.Trainer, module: pl.LightningModule, datamodule) -> Fitted:
         if self.folder is None:
