@@ -362,3 +362,24 @@ def test_ignoring_a_setting_no_run_has_is_one_clear_error(tmp_path, capsys):
     assert report_main([str(tmp_path), "--ignore", "teacher.pth"]) == 2
     err = capsys.readouterr().err
     assert "--ignore teacher.pth" in err and "no run" in err
+
+
+def test_overrides_read_as_given_not_as_hydra_escaped_them(tmp_path):
+    """A multirun records `${seed}` in an override as `$\\{seed\\}` (Hydra escapes its grammar's special
+    characters); the report shows the value as the user wrote it, and a run made without -m (recorded
+    unescaped) is the same setting."""
+    for seed, escaped in ((0, True), (1, True), (2, False)):
+        folder = tmp_path / f"finetune_s{seed}"
+        (folder / ".hydra").mkdir(parents=True)
+        path = r"/c/collect_s$\{seed\}/a\=b.jsonl" if escaped else "/c/collect_s${seed}/a=b.jsonl"
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            ["method=finetune", f"teacher.path={path}", f"seed={seed}"]))
+        (folder / "results.json").write_text(json.dumps({"task": "commonsense_qa", "student": "tiny",
+                                                         "method": "finetune", "seed": seed,
+                                                         "test_accuracy": 0.3}))
+    runs = find_runs([tmp_path])[0]
+    assert {r.setting["teacher.path"] for r in runs} == {"/c/collect_s${seed}/a=b.jsonl"}
+    assert len(group_runs(runs)) == 1
+
+    assert report_main([str(tmp_path)]) == 0
+    assert "`teacher.path=/c/collect_s${seed}/a=b.jsonl`" in (tmp_path / "report.md").read_text()

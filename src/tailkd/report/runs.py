@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ IGNORED = ("seed", "logger", "paths", "trainer.num_threads", "trainer.pl.enable_
            "trainer.pl.devices", "trainer.pl.strategy", "trainer.pl.num_nodes")
 # config groups a method without signals ignores (finetune runs swept together with signal presets)
 SIGNAL_GROUPS = ("signals", "ta")
+# a multirun records its jobs' overrides with the grammar's special characters backslash-escaped
+# (`${seed}` as `$\{seed\}`), a single run as given: read both as given
+_HYDRA_ESCAPE = re.compile(r"\\([\\()\[\]{}:=, \t])")
 # used when a run has no Hydra overrides
 FALLBACK = {"budget.max_queries": "budget_max_queries", "budget.max_usd": "budget_max_usd",
             "teacher.corruption.rate": "teacher_error_rate", "signals": "signals_preset"}
@@ -181,7 +185,7 @@ def overrides_of(run_dir: Path) -> dict[str, str] | None:
     for item in items:
         key, sep, value = str(item).partition("=")
         if sep:
-            overrides[key.lstrip("+~")] = value
+            overrides[key.lstrip("+~")] = _HYDRA_ESCAPE.sub(r"\1", value)
     return overrides
 
 
