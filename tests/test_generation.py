@@ -67,6 +67,42 @@ def test_each_prompt_is_computed_once_for_its_k_samples():
     assert all(tokens == 1 for _, tokens in forwards.shapes[1:])
 
 
+FEW_SHOT = ("Answer the question. Reason briefly, then end with the answer.\n\nQ: What is 2 + 2?\nA: 2 + 2 = 4. "
+            "So the answer is 4.\n\nQ: ")
+SHARED = [FEW_SHOT + q for q in ("What is 1 + 2?\nA:", "What is 40 - 11 + 2 + 5 + 6?\nA:", "7 - 3?\nA:")]
+
+
+def test_a_prefix_every_prompt_shares_is_computed_once_and_the_texts_stay_generates():
+    """A few-shot teacher's exemplars are most of each prompt: computed once, copied to every row, and
+    each row's text is still the one generate gives it alone (suffixes of different lengths)."""
+    student = lively_student()
+    expected = hf_generate_texts(student, SHARED, 16)
+    assert len(set(expected)) == len(SHARED)
+    forwards = Forwards(student.model)
+    assert generate_texts(student, SHARED, 16) == expected
+    ids = student.tokenizer(SHARED)["input_ids"]
+    prefix = next(i for i in range(min(map(len, ids))) if len({row[i] for row in ids}) > 1)
+    assert prefix >= 16
+    assert forwards.shapes[0] == (1, prefix)
+    assert forwards.shapes[1] == (len(SHARED), max(map(len, ids)) - prefix)
+
+
+def test_sharing_the_prefix_changes_no_sample():
+    student = lively_student()
+    drawn = []
+    for share in (True, False):
+        torch.manual_seed(3)
+        drawn.append(decode_causal(student, SHARED, 8, k=3, temperature=1.0, and_greedy=True, share_prefix=share))
+    assert drawn[0] == drawn[1]
+
+
+def test_prompts_that_are_all_prefix_keep_a_token_each():
+    """Identical prompts (or one the start of another) share all but their last token."""
+    student = lively_student()
+    prompts = [SHARED[0], SHARED[0], SHARED[0] + " 3"]
+    assert generate_texts(student, prompts, 8) == hf_generate_texts(student, prompts, 8)
+
+
 def test_draws_follow_softmax_at_the_temperature_and_never_pick_an_impossible_token():
     logits = torch.tensor([0.0, float("-inf"), 1.0, -2.0]).repeat(40000, 1)
     torch.manual_seed(0)

@@ -139,7 +139,8 @@ def _decoded(tokenizer, ids, stop: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int, *, k: int = 1,
-                  stop: Sequence[str] = (), temperature: float = 0.0, and_greedy: bool = False) -> list[list[int]]:
+                  stop: Sequence[str] = (), temperature: float = 0.0, and_greedy: bool = False,
+                  share_prefix: bool = True) -> list[list[int]]:
     """The new token ids of ``k`` continuations per prompt (prompt-major), EOS included where one ended
     a row: greedy at ``temperature`` 0, else sampled from softmax(logits / temperature) (:class:`NextTokens`).
     ``and_greedy``: one more row per prompt, after its k, decoded greedily: the student's own output
@@ -147,7 +148,8 @@ def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int,
     draw the same random numbers with or without it.
 
     The prompts are computed once, left-padded, with positions counted from each row's first real
-    token as ``generate`` counts them; the cache is then repeated k times. A row leaves the batch
+    token as ``generate`` counts them; the cache is then repeated k times (``share_prefix``: the
+    tokens every prompt begins with are computed once, :func:`_prefill`). A row leaves the batch
     (its cache rows dropped) once it ends: EOS, ``max_new_tokens``, or a stop string settled in the
     text decoded so far (:func:`settled_by_stop`)."""
     tokenizer, model = student.tokenizer, student.model
@@ -158,14 +160,9 @@ def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int,
         return produced
     from transformers import DynamicCache
 
-    tokenizer.padding_side = "left"
-    encoded = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
-    mask = encoded["attention_mask"]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
     cache_arg = _cache_argument(model)
-    logits = model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions,
-                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+    logits, mask, positions = _prefill(model, tokenizer, prompts, cache, cache_arg, share_prefix)
     cache.batch_repeat_interleave(per_prompt)
     logits = logits.repeat_interleave(per_prompt, dim=0)
     mask = mask.repeat_interleave(per_prompt, dim=0)
@@ -190,6 +187,49 @@ def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int,
                        use_cache=True, **{cache_arg: cache}).logits[:, -1]
         position = position + 1
     return produced
+
+
+# fewer shared tokens are not worth a forward pass of their own
+MIN_SHARED_TOKENS = 16
+
+
+def _prefill(model, tokenizer, prompts: Sequence[str], cache, cache_arg: str,
+             share_prefix: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prompts' pass: each row's last logits, its attention mask and positions, the prompts' keys
+    and values left in ``cache``. With ``share_prefix``, the longest run of tokens every prompt begins
+    with (a few-shot teacher's instruction and exemplars, a chat template's system turn: most of a
+    few-shot prompt) is computed once and its cache copied to every row; the rest of each prompt follows
+    it, left-padded: ``[prefix][padding][suffix]``, the padding masked out and the positions counting
+    real tokens only, so each row sees what it sees unshared (the same numbers, up to the rounding of
+    two passes instead of one)."""
+    ids = tokenizer(list(prompts))["input_ids"]
+    shared = _common_prefix(ids) if share_prefix and len(ids) > 1 else 0
+    shared = min(shared, min(map(len, ids)) - 1)  # every row keeps a token to compute its logits on
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if shared < MIN_SHARED_TOKENS:
+        shared = 0
+    else:
+        prefix = torch.tensor([ids[0][:shared]], device=model.device)
+        model(input_ids=prefix, position_ids=torch.arange(shared, device=model.device)[None], use_cache=True,
+              logits_to_keep=1, **{cache_arg: cache})
+        cache.batch_repeat_interleave(len(ids))
+    rest = [row[shared:] for row in ids]
+    width = max(map(len, rest))
+    suffix = torch.tensor([[pad] * (width - len(r)) + r for r in rest], device=model.device)
+    mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rest], device=model.device)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, shared:]
+    logits = model(input_ids=suffix, attention_mask=mask, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+    return logits, mask, positions
+
+
+def _common_prefix(rows: Sequence[list[int]]) -> int:
+    """How many tokens every row begins with."""
+    first, n = rows[0], min(map(len, rows))
+    for i in range(n):
+        if any(row[i] != first[i] for row in rows[1:]):
+            return i
+    return n
 
 
 def ended_rows(tokenizer, rows: Sequence[list[int]], stop: Sequence[str]) -> set[int]:

@@ -1,0 +1,104 @@
+"""A few-shot teacher's shared prompt prefix computed once, against every row computing it.
+
+The embedded Qwen2.5-Coder as ``hf_local`` teacher with ``teacher=qwen-1.5b-embedded-csqa-fewshot``'s
+prompt (three exemplars, ~80 tokens each) on N CommonsenseQA questions, greedy, in bfloat16 as the
+testbed runs it, one batch of N. Two variants of the same ``decode_causal`` call, interleaved:
+- shared:   ``share_prefix=True`` (the default): the chat template's system turn, the instruction and the
+            exemplars computed once and copied to every row;
+- unshared: every row computes its whole prompt, as before.
+Prints the seconds of each (median over repeats), the prompt tokens each computed, the ratio, and how
+many of the N texts differ between them (the two passes round differently in bfloat16: a differing text
+is a near-tie decided the other way, not a wrong row; the float32 tests hold them equal).
+
+    python bench/prefix_sharing.py [--teacher qwen-1.5b|qwen-0.5b] [--n 16] [--max-new-tokens 128]
+        [--repeats 2] [--threads 1] [--data-dir ../shared/data/commonsense_qa]
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import jinja2
+import torch
+from omegaconf import OmegaConf
+
+from tailkd.models import load_student
+from tailkd.models.generation import _decoded, decode_causal, eval_mode
+from tailkd.tasks import load_task_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO  # noqa: E402
+from roofline import CLOCKS, now, use_clock  # noqa: E402
+
+PRETRAINED = {"qwen-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen-0.5b": "qwen2.5-coder-0.5b-instruct-q5"}
+
+
+def teacher_prompts(tokenizer, data_dir: str, n: int) -> list[str]:
+    """The texts the few-shot teacher reads for the first ``n`` training questions: its prompt rendered
+    with each question, in the model's chat template (as ``hf_local`` renders it)."""
+    fewshot = OmegaConf.load(REPO / "conf" / "teacher" / "qwen-1.5b-embedded-csqa-fewshot.yaml")
+    template = jinja2.Template(fewshot.prompt)
+    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "commonsense_qa.yaml"), resolve=True)
+    task_cfg.update(data_dir=str(Path(data_dir).resolve()), train_size=n, test_size=1)
+    questions = [e.question for e in load_task_data(task_cfg).train[:n]]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": template.render(question=q)}],
+                                          add_generation_prompt=True, tokenize=False) for q in questions]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", choices=sorted(PRETRAINED), default="qwen-1.5b")
+    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="the few-shot config's max_tokens")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    use_clock(args.clock)
+
+    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": PRETRAINED[args.teacher],
+           "dtype": "bfloat16", "max_length": 2048, "lora": {"enabled": False}}
+    teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
+    prompts = teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
+    stop = ("\nQ:",)  # the exemplars' next question: where an API would stop
+    ids = teacher.tokenizer(prompts)["input_ids"]
+    lengths = [len(row) for row in ids]
+    shared = next((i for i in range(min(lengths)) if len({row[i] for row in ids}) > 1), min(lengths))
+    print(f"{teacher.name} bfloat16, {args.n} prompts of {min(lengths)}-{max(lengths)} tokens, {shared} shared by all, "
+          f"max_new_tokens={args.max_new_tokens}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start")
+
+    seconds: dict[str, list[float]] = {"shared": [], "unshared": []}
+    texts: dict[str, list[str]] = {}
+    with eval_mode(teacher.model), torch.no_grad():
+        decode_causal(teacher, prompts[:2], 2, stop=stop)  # warm-up
+        for _ in range(args.repeats):  # interleaved: drifting machine load hits both alike
+            for name in seconds:
+                started = now()
+                out = decode_causal(teacher, prompts, args.max_new_tokens, stop=stop, share_prefix=name == "shared")
+                seconds[name].append(now() - started)
+                texts[name] = _decoded(teacher.tokenizer, out, stop)
+    width = max(map(len, ids))
+    computed = {"shared": shared + args.n * (width - shared), "unshared": args.n * width}
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    for name in seconds:
+        print(f"  {name:<9s} {median[name]:7.1f} s  (runs {', '.join(f'{s:.1f}' for s in seconds[name])}); "
+              f"prompt tokens computed {computed[name]}")
+    differ = sum(a != b for a, b in zip(texts["shared"], texts["unshared"]))
+    print(f"shared: {median['unshared'] / median['shared']:.2f}x as fast as unshared; prompt tokens "
+          f"{computed['shared'] / computed['unshared']:.2f}x; {differ} of {args.n} texts differ")
+
+
+if __name__ == "__main__":
+    main()
