@@ -19,7 +19,8 @@ teacher's text is what a student will learn from, so it is read strictly, in thr
    choice's ``B is the correct answer``) that names an answer (an ``Answer:`` label over reasoning names
    a number or yes/no only when it opens with it); failing that an answer stated first (``Yes,
    because ...``, ``(b) lamp. ...``); failing that (with ``task.answer.fallback``) the last number of a
-   numeric answer, or the last sentence when it names exactly one answer.
+   numeric answer, or the last sentence when it names exactly one answer (a concluding line before a
+   statement the token limit cut unfinished, ``... is satisfaction.\nThe answer is``, is the last).
 3. **Refuse to guess.** A statement that names two different answers (``either (a) or (e)``, ``(a)
    run, (b) walk``, ``yes and no``) is a parse failure (``hedge``), and choices the text merely lists
    (``A) doorway ... E) chapel``) are no answer.
@@ -320,6 +321,26 @@ def _fallback(kept: str, answer_type: str, extractor: AnswerExtractor,
     return span_answers(re.sub(r"[*_`$]+", "", sentences[-1]).strip(), answer_type, extractor, choices)
 
 
+# an answer statement the token limit cut before it named anything, on a line of its own at the end: "The answer
+# is", "Therefore, the answer", "the answer is <answer" (a prompt's "<answer>" placeholder, copied)
+_UNFINISHED = re.compile(r"\n[^\n]*\banswer\b(?:\s+(?:is|would\s+be))?\s*:?\s*(?:<(?:answer>?)?)?\s*$",
+                         re.IGNORECASE)
+# a line that opens as a conclusion ("Based on this analysis, ...", "5. Therefore, ...", "The only option that ...")
+_CONCLUDING = re.compile(r"\s*(?:\d{1,2}[.)]\s*)?(?:based\s+on|given|after|therefore|thus|so|hence|in\s+conclusion|"
+                         r"overall|the\s+only)\b", re.IGNORECASE)
+
+
+def _before_unfinished(kept: str) -> str:
+    """``kept`` without an unfinished answer statement at its end, where the line before it concludes ("...
+    Based on this analysis, the most likely feeling is satisfaction.\nThe answer is"): the fallback then reads
+    that conclusion. After a listing of the choices, or reasoning that concludes nothing, ``kept`` as it is."""
+    unfinished = _UNFINISHED.search(kept)
+    if unfinished is None:
+        return kept
+    body = kept[: unfinished.start()].rstrip()
+    return body if _CONCLUDING.match(body.rsplit("\n", 1)[-1]) else kept
+
+
 def _rationale_before(kept: str, start: int) -> str | None:
     """The kept text before a statement, without the lead-in of the statement's own sentence."""
     before = _REASONING_TAG.sub("", kept[:start])
@@ -397,9 +418,10 @@ def read_teacher_text(text: str, answer_type: str, extractor: AnswerExtractor, *
         rationale = rationale[:1].upper() + rationale[1:] if rationale else None
         return TeacherReading(kept, cut_at, rationale, answer, "first")
     if fallback:
-        answers = _fallback(kept, answer_type, extractor, choices)
+        body = _before_unfinished(kept)
+        answers = _fallback(body, answer_type, extractor, choices)
         if len(answers) == 1:
-            return TeacherReading(kept, cut_at, kept or None, answers.pop(), "fallback")
+            return TeacherReading(kept, cut_at, body or None, answers.pop(), "fallback")
         if len(answers) > 1:
             return TeacherReading(kept, cut_at, kept or None, None, "hedge")
     return TeacherReading(kept, cut_at, kept or None, None, "no_answer")
