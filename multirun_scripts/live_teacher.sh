@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # ARTE and ELAD's revision with a live teacher that makes real errors (issue 24): the embedded
-# Qwen2.5-Coder-1.5B-Instruct as hf_local teacher (bfloat16, batched; right on ~44% of these questions,
-# docs/results.md) on the testbed's CommonsenseQA questions, at equal spend per seed. Its answers are
-# cached (paths.cache_dir), so every method that asks the same question pays compute once.
+# Qwen2.5-Coder-1.5B-Instruct as hf_local teacher (bfloat16, batched) on the testbed's CommonsenseQA
+# questions, at equal spend per seed. Its answers are cached (paths.cache_dir), so every method that asks
+# the same question pays compute once.
 #   finetune: finetune and finetune_oracle on the teacher's answers to the task's own questions
 #   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
-# The student learns Qwen's long option-by-option answers: task.max_new_tokens=256 lets it finish them.
-# On two CPU cores one budget-300 seed costs hours (the teacher writes ~28 tokens/s on one thread); on a
-# GPU add student=qwen2.5-coder-0.5b-embedded or 1.5B for a larger student.
+# TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
+# tokens an answer, docs/results.md). TEACHER=qwen-1.5b-embedded MAX_NEW_TOKENS=256 is the zero-shot 1.5B
+# (0.44-0.47 right, ~200 tokens of option-by-option analysis an answer, which a 135M student learnt the
+# format of and not the task: not the default).
+# On two CPU cores one budget-300 seed costs hours; on a GPU add student=qwen2.5-coder-0.5b-embedded or
+# 1.5B for a larger student.
 #   DATA=../shared/data/commonsense_qa_palm PARTS="finetune elad" bash multirun_scripts/live_teacher.sh \
 #     hydra.sweep.dir=multirun/live_teacher hydra/launcher=parallel trainer.num_threads=1
 #   tailkd-report multirun/live_teacher        # per method; ELAD's rounds as accuracy-vs-spend curves
@@ -17,6 +20,9 @@ BUDGET=${BUDGET:-300}
 SEEDS=${SEEDS:-0,1,2}
 TEST_SIZE=${TEST_SIZE:-400}
 PARTS=${PARTS:-"finetune arte elad"}
+TEACHER=${TEACHER:-qwen-1.5b-embedded-csqa-fewshot}
+EPOCHS=${EPOCHS:-4}  # as the testbed's (multirun_scripts/testbed.sh): 2 leave the 135M student under-trained
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
 main() {
@@ -24,8 +30,9 @@ main() {
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" live_teacher "$@"
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
-          task.max_new_tokens=256 teacher=qwen-1.5b-embedded teacher.dtype=bfloat16 teacher.batch_size=16
-          budget.max_queries="$BUDGET" seed="$SEEDS" trainer.eval_before=false logger=csv)
+          teacher="$TEACHER" teacher.dtype=bfloat16 teacher.batch_size=16
+          budget.max_queries="$BUDGET" seed="$SEEDS" trainer.pl.max_epochs="$EPOCHS" trainer.eval_before=false logger=csv)
+  [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
   for part in $PARTS; do
     case $part in
       finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" ;;
