@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from tailkd.report import find_runs, write_report
+    from tailkd.report.runs import overridden
 
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"no finished runs with {args.metric!r} under {', '.join(map(str, args.dirs))}{found}. "
                      "A run writes results.json when it finishes; point tailkd-report at a multirun "
                      "folder such as multirun/<date>/ or outputs/.")
-    unused = [key for key in args.ignore if not _overridden(key, runs)]
+    unused = [key for key in args.ignore if not overridden(key, runs)]
     if unused:  # a typo would otherwise leave the runs split exactly as without it, silently
         return _fail(f"--ignore {unused[0]}: no run under {', '.join(map(str, args.dirs))} was given that "
                      "override (see a run's .hydra/overrides.yaml for the keys)")
@@ -54,12 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot write the report into {out}: {err}")
     log.info("%d runs; wrote %s", len(runs), ", ".join(str(p) for p in written.values()))
     return 0
-
-
-def _overridden(key: str, runs) -> bool:
-    from tailkd.report.runs import overrides_of
-
-    return any(k == key or k.startswith(key + ".") for r in runs for k in (overrides_of(r.path) or {}))
 
 
 def _unwritable(out: Path) -> str | None:

@@ -108,13 +108,22 @@ def setting_of(run_dir: Path, results: dict[str, Any], ignore: Sequence[str] = (
                 setting[key] = _text(results[field_name])
     else:
         for key, value in overrides.items():
-            if key in CORE or key.startswith("hydra") or any(key == i or key.startswith(i + ".")
-                                                             for i in (*IGNORED, *ignore)):
+            if key in CORE or key.startswith("hydra") or any(within(key, i) for i in (*IGNORED, *ignore)):
                 continue
             setting[key] = value
     if "signals_preset" not in results and not results.get("signals"):  # a method that computes no signals
         setting = {k: v for k, v in setting.items() if not is_signal_key(k)}
     return setting
+
+
+def within(key: str, group: str) -> bool:
+    """``key`` is ``group`` or one of its sub-keys (``teacher.path`` is within ``teacher``)."""
+    return key == group or key.startswith(group + ".")
+
+
+def overridden(key: str, runs: Sequence[Run]) -> bool:
+    """Some run was given ``key`` (or a sub-key of it) as a Hydra override."""
+    return any(within(k, key) for run in runs for k in (overrides_of(run.path) or {}))
 
 
 def baseline_setting(setting: dict[str, str], baseline: str = "finetune") -> dict[str, str]:
