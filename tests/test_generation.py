@@ -55,6 +55,7 @@ def test_greedy_texts_are_generates_on_prompts_of_different_lengths(stop):
 def test_greedy_texts_of_a_lora_student_are_generates():
     student = lively_student(lora=True)
     assert generate_texts(student, PROMPTS, 12) == hf_generate_texts(student, PROMPTS, 12)
+    assert generate_texts(student, SHARED, 12) == hf_generate_texts(student, SHARED, 12)  # a shared prefix too
 
 
 def test_each_prompt_is_computed_once_for_its_k_samples():
