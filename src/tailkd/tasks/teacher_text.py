@@ -103,9 +103,11 @@ _REASONING_TAG = re.compile(r"</?(?:reasoning|thinking)>", re.IGNORECASE)  # not
 # alone on the line: not a "#### 2. Total" heading); read past it, the last number may be an invented question's
 _HASHES = re.compile(r"^[ \t]*####[ \t]*(\$?[-−–]?\d[\d,]*(?:\.\d+)?)[ \t]*$", re.MULTILINE)
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+# the words a concluding sentence opens with
+_CONCLUSION_WORDS = r"so|thus|therefore|hence|overall|in\s+conclusion"
 # a dangling lead-in before "the answer is": dropped from the rationale with the statement
 _CONNECTIVE = re.compile(
-    r"^(?:(?:and|so|thus|therefore|hence|then|overall|finally|consequently|accordingly|in\s+conclusion|"
+    r"^(?:(?:and|then|finally|consequently|accordingly|" + _CONCLUSION_WORDS + "|"
     r"in\s+summary|as\s+a\s+result|to\s+conclude|i\s+think|i\s+believe|we\s+can\s+conclude\s+that|"
     r"among\s+[A-E]\s+through\s+[A-E]|based\s+on\s+this|based\s+on\s+the\s+above)[\s,:;-]*)*$",
     re.IGNORECASE,
@@ -326,8 +328,8 @@ def _fallback(kept: str, answer_type: str, extractor: AnswerExtractor,
 _UNFINISHED = re.compile(r"\n[^\n]*\banswer\b(?:\s+(?:is|would\s+be))?\s*:?\s*(?:<(?:answer>?)?)?\s*$",
                          re.IGNORECASE)
 # a line that opens as a conclusion ("Based on this analysis, ...", "5. Therefore, ...", "The only option that ...")
-_CONCLUDING = re.compile(r"\s*(?:\d{1,2}[.)]\s*)?(?:based\s+on|given|after|therefore|thus|so|hence|in\s+conclusion|"
-                         r"overall|the\s+only)\b", re.IGNORECASE)
+_CONCLUDING = re.compile(r"\s*(?:\d{1,2}[.)]\s*)?(?:" + _CONCLUSION_WORDS + r"|based\s+on|given|after|the\s+only)\b",
+                         re.IGNORECASE)
 
 
 def _before_unfinished(kept: str) -> str:
