@@ -31,7 +31,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tailkd.models import load_student
-from tailkd.models.generation import _decoded, decode_causal, eval_mode
+from tailkd.models.generation import _common_prefix, _decoded, decode_causal, eval_mode
 from tailkd.tasks import load_task_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,7 +74,7 @@ def main() -> None:
     stop = ("\nQ:",)  # the exemplars' next question: where an API would stop
     ids = teacher.tokenizer(prompts)["input_ids"]
     lengths = [len(row) for row in ids]
-    shared = next((i for i in range(min(lengths)) if len({row[i] for row in ids}) > 1), min(lengths))
+    shared = _common_prefix(ids)
     print(f"{teacher.name} bfloat16, {args.n} prompts of {min(lengths)}-{max(lengths)} tokens, {shared} shared by all, "
           f"max_new_tokens={args.max_new_tokens}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start")
