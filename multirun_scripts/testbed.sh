@@ -76,7 +76,9 @@ main() {
       tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
-      elad)        sweep elad        method=elad method.revision=false method.candidates="$ELAD_CANDIDATES" "${COMMON[@]}"
+      # tested once, after the last round: the rounds' tests were half of an ELAD run's time on a CPU
+      elad)        sweep elad        method=elad method.revision=false method.candidates="$ELAD_CANDIDATES" \
+                                     method.test_every_round=false "${COMMON[@]}"
                    sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;
     esac

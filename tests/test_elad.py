@@ -128,6 +128,23 @@ def test_smoke_run_writes_rounds_selections_and_revisions(tmp_path):
     assert uncertainties == sorted(uncertainties, reverse=True)  # bought most uncertain first
 
 
+@pytest.mark.parametrize("train_size, tested", [(48, [False, True]), (8, [True])])
+def test_testing_only_after_the_last_round_still_tests_the_final_student(tmp_path, train_size, tested):
+    """With test_every_round=false only the final student is tested, also when the pool runs out
+    before the last round (8 questions: round 1 buys them all and round 2 has nothing left to buy)."""
+    proc = train(tmp_path, "experiment=smoke", "method=elad", "logger=csv", "method.revision=false",
+                 "budget.max_queries=24", "method.rounds=2", "method.test_every_round=false",
+                 f"task.train_size={train_size}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    rounds = results["rounds"]
+    assert ["test_accuracy" in r for r in rounds] == tested
+    assert results["test_accuracy"] == rounds[-1]["test_accuracy"]
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("test accuracy:") == 1 and log.count("accuracy not tested") == 1  # round 1's line
+    assert len(_jsonl(tmp_path / "predictions.jsonl")) == 16
+
+
 def test_revision_through_the_api_costs_more_than_fresh_rationales(fake, api_key, tmp_path):
     server = fake()
     common = ["experiment=smoke", "method=elad", "logger=csv", *openai_overrides(server), "budget.max_queries=16",
