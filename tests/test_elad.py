@@ -145,6 +145,30 @@ def test_testing_only_after_the_last_round_still_tests_the_final_student(tmp_pat
     assert len(_jsonl(tmp_path / "predictions.jsonl")) == 16
 
 
+def test_every_round_explains_with_the_stop_strings_of_what_the_student_trained_on(tmp_path, monkeypatch):
+    """A stop string found inside the targets the student trained on ("=" in every chain_sum rationale)
+    no longer cuts its explanations from round 2 on, tested each round or not (testing used to be what
+    updated them, so rounds left untested cut the student's explanations where it writes on)."""
+    from hydra import compose, initialize_config_dir
+
+    from tailkd.cli.train import build_recipe
+    from tailkd.config import config_dir
+
+    seen, rank = [], Elad.rank
+
+    def spy(self, cfg, student, task, candidates, stop, round_):
+        seen.append(list(stop))
+        return rank(self, cfg, student, task, candidates, stop, round_)
+
+    monkeypatch.setattr(Elad, "rank", spy)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "method=elad", "method.revision=false", "logger=csv",
+                                          "method.rounds=2", "method.test_every_round=false",
+                                          "task.until=['=','Question:']"])
+    build_recipe(cfg).run(cfg, tmp_path)
+    assert seen == [["=", "Question:"], ["Question:"]]
+
+
 def test_revision_through_the_api_costs_more_than_fresh_rationales(fake, api_key, tmp_path):
     server = fake()
     common = ["experiment=smoke", "method=elad", "logger=csv", *openai_overrides(server), "budget.max_queries=16",
@@ -191,6 +215,8 @@ def test_bad_elad_settings():
         Elad(within="backwards", revision_prompt=REVISION_PROMPT)
     with pytest.raises(ConfigError, match="revision_prompt"):
         Elad(revision=True, revision_prompt="")
+    with pytest.raises(ConfigError, match="method.test_every_round must be true or false"):
+        Elad(test_every_round="false", revision_prompt=REVISION_PROMPT)
 
 
 def test_explain_runs_batched_on_a_tiny_student():

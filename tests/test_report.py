@@ -383,3 +383,23 @@ def test_overrides_read_as_given_not_as_hydra_escaped_them(tmp_path):
 
     assert report_main([str(tmp_path)]) == 0
     assert "`teacher.path=/c/collect_s${seed}/a=b.jsonl`" in (tmp_path / "report.md").read_text()
+
+
+def test_a_spend_curve_pairs_spend_and_accuracy_of_the_same_seeds(tmp_path):
+    """ELAD's round-by-round points average the seeds tested after that round: with
+    method.test_every_round=false a round's spend is not averaged with other seeds' accuracy."""
+    from tailkd.report.aggregate import Group
+    from tailkd.report.plots import spend_curves
+    from tailkd.report.runs import Run
+
+    def elad(seed, rounds):
+        return Run(tmp_path / str(seed), {"seed": seed, "test_accuracy": rounds[-1]["test_accuracy"],
+                                          "teacher_cost_usd": rounds[-1]["teacher_cost_usd"], "rounds": rounds})
+
+    tested = elad(0, [{"round": 1, "teacher_cost_usd": 1.0, "test_accuracy": 0.2},
+                      {"round": 2, "teacher_cost_usd": 2.0, "test_accuracy": 0.4}])
+    last_only = elad(1, [{"round": 1, "teacher_cost_usd": 3.0},
+                         {"round": 2, "teacher_cost_usd": 4.0, "test_accuracy": 0.6}])
+    group = Group({"method": "elad", "task": "chain_sum"}, [tested, last_only])
+    curves = spend_curves([group], ["method", "task"], "test_accuracy")
+    assert {panel: dict(lines) for panel, lines in curves.items()} == {"task=chain_sum": {"elad": [(1.0, 0.2), (3.0, 0.5)]}}

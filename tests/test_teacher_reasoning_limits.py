@@ -81,9 +81,9 @@ def test_a_pause_holds_every_worker():
 
 
 def test_configured_and_server_limits_keep_a_concurrent_collection_clear_of_429s(fake, api_key, tmp_path, chain_data):
-    # each answer takes 50 ms, so the blind run's 8 workers ask again together and overrun the limit
-    # every window (15-16 429s), whatever the load; instant answers left it to thread scheduling
-    # (2-13 429s beside two training jobs, fewer than the header-aware run's once in three)
+    # every answer takes 50 ms (all three servers), so the blind run's 8 workers ask again together and
+    # overrun the limit in every full window (15-16 429s), whatever the load; instant answers left it to
+    # thread scheduling (2-13 429s beside two training jobs, once fewer than the headers-only run's)
     window = {"rpm_limit": 10, "window_s": 0.5, "latency_s": 0.05}
     blind = fake(**window)
     make_collector(blind, tmp_path / "blind", chain_data, {"max_queries": 30}, max_concurrency=8,

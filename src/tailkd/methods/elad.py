@@ -9,7 +9,7 @@ The budget is spent in ``rounds``. Each round:
    a fresh rationale (``revision=false``, and for an explanation with no steps, counted);
 3. fine-tunes the student, continuing from the last round, on everything bought so far;
 4. evaluates it on the test split (every round, or only after the last with ``test_every_round=false``).
-``results.json`` has every round's spend and test accuracy: a run is an accuracy-vs-budget curve.
+``results.json`` has every round's spend and, when tested, test accuracy: a run is an accuracy-vs-budget curve.
 The paper's formulas were not available: every choice is ours, behind a switch (docs/design.md).
 """
 
@@ -51,6 +51,7 @@ class Elad:
             (candidates >= 1, f"method.candidates must be >= 1 (got {candidates})"),
             (train_on in ("all", "new"), f"method.train_on={train_on!r}: choose all or new"),
             (not revision or bool(revision_prompt), "method.revision_prompt is required with method.revision=true"),
+            (isinstance(test_every_round, bool), f"method.test_every_round must be true or false (got {test_every_round!r})"),
         ]
         require(checks)
         self.name, self.rounds, self.selection, self.revision = name, int(rounds), selection, bool(revision)
@@ -59,7 +60,7 @@ class Elad:
         self.weights = {"within": 0.5, "across": 0.5, **dict(weights or {})}
         self.answer_probe, self.probe_tokens = answer_probe, int(probe_tokens)
         self.revision_prompt, self.train_on = revision_prompt, train_on
-        self.test_every_round = bool(test_every_round)
+        self.test_every_round = test_every_round
 
     def run(self, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if self.revision and cfg.teacher.backend == "recorded":
@@ -110,6 +111,8 @@ class Elad:
             trainer = run.trainer()
             module.log_prefix = f"round{r}/"
             steps += run.checkpoints.fit(f"round{r}", trainer, module, datamodule).steps
+            # the next round explains with the stop strings of what the student now writes, tested or not
+            module.stop = pipeline.stop_strings(data, datamodule.records)
             spend = collector.ledger.summary()
             rounds.append({"round": r, "bought": len(new), "fallback_fresh": fallbacks,
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],
@@ -126,7 +129,7 @@ class Elad:
         if "test_accuracy" not in rounds[-1]:  # the pool or the budget ran out before the last round
             accuracy, predictions = run.test(trainer, module, datamodule)
             rounds[-1]["test_accuracy"] = accuracy
-            _log_round(run.loggers, {"round": rounds[-1]["round"], "test_accuracy": accuracy})
+            _log_round(run.loggers, rounds[-1])
         spend = pipeline.spend_summary(collector, annotations, run_dir)
         return run.finish(
             student, trainer, module, datamodule, annotations=annotations, spend=spend, steps=steps,

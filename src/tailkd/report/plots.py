@@ -55,11 +55,11 @@ def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, p
     return path
 
 
-def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, path: Path,
-                           spend: str = "teacher_cost_usd") -> Path | None:
-    """Accuracy against what was spent (USD by default: revisions cost more than fresh answers, so
-    methods compare at equal money, not equal queries). A run that reports ``rounds`` (ELAD) is a curve,
-    its round-by-round points averaged over seeds; any other run is one point at its final spend."""
+def spend_curves(groups: list[Group], keys: list[str], metric: str,
+                 spend: str = "teacher_cost_usd") -> dict[str, dict[str, list[tuple[float, float]]]] | None:
+    """Panel -> line -> (spend, accuracy) points; None without any run that reports ``rounds``. A run
+    that reports ``rounds`` (ELAD) is a curve, its round-by-round points averaged over the seeds tested
+    after that round; any other run is one point at its final spend."""
     panel_keys = [k for k in keys if k not in BUDGET_KEYS and k != "method" and not is_signal_key(k)
                   and not is_method_key(k)]
     line_keys = [k for k in keys if k not in panel_keys and k not in BUDGET_KEYS]
@@ -75,13 +75,23 @@ def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, pa
         rounds = [r.results.get("rounds") or [] for r in g.runs]
         if any(rounds):
             depth = min(len(x) for x in rounds if x)
-            for i in range(depth):
-                xs = [float(x[i][spend]) for x in rounds if x]
-                ys = [float(x[i][metric]) for x in rounds if x and metric in x[i]]
-                if ys:
-                    panels[panel][name].append((sum(xs) / len(xs), sum(ys) / len(ys)))
+            for i in range(depth):  # spend and accuracy from the same seeds: those tested after round i
+                tested = [x[i] for x in rounds if x and metric in x[i]]
+                if tested:
+                    panels[panel][name].append((sum(float(t[spend]) for t in tested) / len(tested),
+                                                sum(float(t[metric]) for t in tested) / len(tested)))
         elif not math.isnan(g.mean(metric)) and not math.isnan(g.mean(spend)):
             panels[panel][name].append((g.mean(spend), g.mean(metric)))
+    return panels
+
+
+def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, path: Path,
+                           spend: str = "teacher_cost_usd") -> Path | None:
+    """Accuracy against what was spent (USD by default: revisions cost more than fresh answers, so
+    methods compare at equal money, not equal queries), from :func:`spend_curves`."""
+    panels = spend_curves(groups, keys, metric, spend)
+    if panels is None:
+        return None
     plt = _pyplot()
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
