@@ -11,6 +11,10 @@
 #   DATA=../shared/data/commonsense_qa_palm PARTS=curve BUDGETS=100,300,1000 bash multirun_scripts/testbed.sh \
 #     hydra.sweep.dir=multirun/testbed_curve
 #   tailkd-report multirun/testbed_curve            # vs finetune, with the share of the oracle's headroom
+# The full table of docs/results.md (every method at budget 300, 4 epochs; ELAD 2 a round, see ELAD_EPOCHS):
+#   DATA=../shared/data/commonsense_qa_palm BUDGETS=300 PARTS="curve steps tail_weight tail_filter tail_select elad" \
+#     bash multirun_scripts/testbed.sh hydra.sweep.dir=multirun/testbed_e4 trainer.num_threads=1 \
+#     hydra/launcher=parallel hydra.launcher.n_jobs=2
 # Another teacher on the same questions (TEACHER=qwen-1.5b-embedded, any teacher config): its answers to each
 # seed's bought questions are collected once (tailkd-collect into $SWEEP_DIR/collect_s<seed>, the largest
 # budget; a smaller budget buys a prefix of the same questions) and every job replays its seed's collection:
@@ -21,6 +25,9 @@ BUDGETS=${BUDGETS:-100,300,1000}
 SEEDS=${SEEDS:-0,1,2,3,4}
 TEST_SIZE=${TEST_SIZE:-400}
 EPOCHS=${EPOCHS:-4}       # 2 (the trainer's default) leave the 135M student under-trained here (docs/results.md); runs there before this knob: EPOCHS=2
+# ELAD trains on everything bought so far every round: 2 epochs a round over 3 rounds take as many optimiser
+# steps as the other methods' 4 epochs (its control, finetune_equal_steps_elad, counts them the same way)
+ELAD_EPOCHS=${ELAD_EPOCHS:-$((EPOCHS / 2 > 0 ? EPOCHS / 2 : 1))}
 K=${K:-4}                 # self-consistency samples per question
 TA=${TA:-qwen2.5-coder-0.5b-embedded}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all,oracle}
@@ -62,24 +69,25 @@ main() {
   # the untrained student is the same in every job: score it once with tailkd-eval, not in every job
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
           teacher=recorded teacher.path="$replay"
-          budget.max_queries="$BUDGETS" seed="$SEEDS" trainer.pl.max_epochs="$EPOCHS" trainer.eval_before=false logger=csv)
+          budget.max_queries="$BUDGETS" seed="$SEEDS" trainer.eval_before=false logger=csv)
   [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
   TAIL=(method=tail ta="$TA" signals.self_consistency.k="$K")
+  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=$ELAD_EPOCHS"
   for part in $PARTS; do
     if [ "$TEACHER" != palm ] && [[ $part == elad || $part == tail_select ]]; then
       echo "PARTS=$part chooses questions beyond the collected ones; with TEACHER=$TEACHER run curve steps tail_weight tail_filter" >&2
       exit 2
     fi
     case $part in
-      curve)       sweep curve       method="$ORACLES"                                   "${COMMON[@]}" ;;
-      steps)       sweep steps       method=finetune_equal_steps,distill_step_by_step     "${COMMON[@]}" ;;
-      tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" ;;
-      tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" ;;
-      tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" ;;
+      curve)       sweep curve       method="$ORACLES"                                   "${COMMON[@]}" "$E" ;;
+      steps)       sweep steps       method=finetune_equal_steps,distill_step_by_step     "${COMMON[@]}" "$E" ;;
+      tail_weight) sweep tail_weight "${TAIL[@]}" signals="$SIGNALS"                      "${COMMON[@]}" "$E" ;;
+      tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" "$E" ;;
+      tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" "$E" ;;
       # tested once, after the last round: the rounds' tests were half of an ELAD run's time on a CPU
       elad)        sweep elad        method=elad method.revision=false method.candidates="$ELAD_CANDIDATES" \
-                                     method.test_every_round=false "${COMMON[@]}"
-                   sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" ;;
+                                     method.test_every_round=false "${COMMON[@]}" "$EE"
+                   sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;
     esac
   done
