@@ -22,6 +22,10 @@ TEST_SIZE=${TEST_SIZE:-400}
 PARTS=${PARTS:-"finetune arte elad"}
 TEACHER=${TEACHER:-qwen-1.5b-embedded-csqa-fewshot}
 EPOCHS=${EPOCHS:-4}  # as the testbed's (multirun_scripts/testbed.sh): 2 leave the 135M student under-trained
+# ELAD trains on everything bought so far every round: half the epochs a round over 3 rounds take as many
+# optimiser steps as the other methods (its control, finetune_equal_steps_elad, counts them the same way)
+ELAD_EPOCHS=${ELAD_EPOCHS:-$((EPOCHS / 2 > 0 ? EPOCHS / 2 : 1))}
+ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
@@ -31,14 +35,16 @@ main() {
   source "$(dirname "$0")/_sweep.sh" live_teacher "$@"
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
           teacher="$TEACHER" teacher.dtype=bfloat16 teacher.batch_size=16
-          budget.max_queries="$BUDGET" seed="$SEEDS" trainer.pl.max_epochs="$EPOCHS" trainer.eval_before=false logger=csv)
+          budget.max_queries="$BUDGET" seed="$SEEDS" trainer.eval_before=false logger=csv)
   [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
+  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=$ELAD_EPOCHS"
   for part in $PARTS; do
     case $part in
-      finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" ;;
-      arte)     sweep arte       method=arte method.align=dpo,select                            "${COMMON[@]}" ;;
-      elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random "${COMMON[@]}"
-                sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" ;;
+      finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" "$E" ;;
+      arte)     sweep arte       method=arte method.align=dpo,select                            "${COMMON[@]}" "$E" ;;
+      elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random \
+                                 method.candidates="$ELAD_CANDIDATES"                           "${COMMON[@]}" "$EE"
+                sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (finetune arte elad)" >&2; exit 2 ;;
     esac
   done

@@ -1,6 +1,7 @@
 """Stands in for tailkd-train in the multirun scripts' test (TAILKD_TRAIN="python sweep_dry_run.py"):
-composes the config for every value of every swept dimension instead of running the jobs, and
-appends what it was asked to sweep to $SWEEP_LOG."""
+composes the config for every value of every swept dimension and builds its recipe instead of running
+the jobs (ELAD also checks that its candidates can spend the budget), and appends what it was asked to
+sweep to $SWEEP_LOG."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from hydra import compose, initialize_config_dir
 
+from tailkd.cli.train import build_recipe
 from tailkd.config import config_dir, validate
 
 
@@ -25,6 +27,9 @@ def main(argv: list[str]) -> None:
             for value in values:
                 cfg = compose("train", overrides=[o for o in base if not o.startswith(key + "=")] + [f"{key}={value}"])
                 validate(cfg)
+                recipe = build_recipe(cfg)
+                if hasattr(recipe, "check_candidates"):  # the pool: task.train_size, or every question
+                    recipe.check_candidates(cfg.budget.get("max_queries"), cfg.task.get("train_size") or 10**9)
     with open(os.environ["SWEEP_LOG"], "a") as log:
         log.write(json.dumps({"overrides": overrides, "dims": dims}) + "\n")
 
