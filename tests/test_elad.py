@@ -12,6 +12,7 @@ from tailkd.methods.elad import Elad
 from tailkd.signals.explanations import Explained, changes, disagreement, entropy, explain, removal_flips
 from tailkd.tasks import Example
 from tailkd.tasks.rationale import split_steps
+from tailkd.teachers import Annotation
 from tailkd.teachers.backends.protocol import TeacherRequest
 from tailkd.teachers.backends.simulated import SimulatedBackend
 
@@ -108,6 +109,31 @@ def test_simulated_revision_keeps_the_correct_prefix_and_fixes_the_first_wrong_s
     assert kind in ("wrong_step", "wrong_answer") and text.startswith("12 + 7 = 19. 19 - 3 = 16.")
 
 
+def test_the_revision_audit_counts_revisions_that_keep_the_students_answer_and_steps():
+    """A teacher that copies the student's explanation (the embedded Qwen 1.5B did on 16 of 16 in a
+    pilot) is told apart from one that keeps the right prefix and corrects the rest; fresh rationales
+    bought for explanations without steps are not revisions."""
+    student = "12 + 7 = 19. 19 - 3 = 15. The answer is 15."
+
+    def explained(i, text, answer):
+        return Explained(Example(i, "What is 12 + 7 - 3?", "16"), text, split_steps(text), [], answer, [])
+
+    def bought(i, text, answer, cut_at=None):
+        return Annotation(i, "p", text, None, answer, 10, 10, 0.0, "sim", "sim", cut_at=cut_at)
+
+    seen = {"copy": explained("copy", student, "15"), "fixed": explained("fixed", student, "15"),
+            "same_answer": explained("same_answer", student, "15"), "empty": explained("empty", "", None),
+            "cut": explained("cut", student, "15")}
+    new = [bought("copy", "12 + 7 = 19.  19 - 3 = 15. the answer is 15", "15"),
+           bought("fixed", "12 + 7 = 19. 19 - 3 = 16. The answer is 16.", "16"),
+           bought("same_answer", "Subtract first. The answer is 15.", "15"),
+           bought("empty", "12 + 7 = 19. 19 - 3 = 16. The answer is 16.", "16"),
+           bought("cut", "12 + 7 = 19. 19 - 3 = 15.\n\nQuestion: 1 + 1? The answer is 2.", "15", cut_at=26)]
+    audit = Elad(revision_prompt=REVISION_PROMPT).revision_audit(new, seen)
+    assert audit == {"revisions": 4, "revisions_agree": 3, "revisions_keep_all_steps": 1}
+    assert Elad(revision=False).revision_audit(new, seen)["revisions"] == 0
+
+
 def test_smoke_run_writes_rounds_selections_and_revisions(tmp_path):
     proc = train(tmp_path, "experiment=smoke", "method=elad", "logger=csv", "budget.max_queries=null",
                  "budget.max_usd=0.01")
@@ -126,6 +152,10 @@ def test_smoke_run_writes_rounds_selections_and_revisions(tmp_path):
     assert all({"explanation", "step_answers", "uncertainty", "revised"} <= set(row) for row in selected)
     uncertainties = [row["uncertainty"] for row in selected]
     assert uncertainties == sorted(uncertainties, reverse=True)  # bought most uncertain first
+    revised = [row for row in selected if row["steps"]]  # the others were fresh rationales
+    assert rounds[0]["revisions"] == len(revised) == rounds[0]["bought"] - rounds[0]["fallback_fresh"]
+    assert rounds[0]["revisions_agree"] == sum(row["revised_answer"] == row["final_answer"] for row in revised)
+    assert results["revisions"] == sum(r["revisions"] for r in rounds)
 
 
 @pytest.mark.parametrize("train_size, tested", [(48, [False, True]), (8, [True])])

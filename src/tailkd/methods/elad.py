@@ -10,6 +10,8 @@ The budget is spent in ``rounds``. Each round:
 3. fine-tunes the student, continuing from the last round, on everything bought so far;
 4. evaluates it on the test split (every round, or only after the last with ``test_every_round=false``).
 ``results.json`` has every round's spend and, when tested, test accuracy: a run is an accuracy-vs-budget curve.
+With revision it also says how many revisions kept the student's answer and every one of its steps: a
+teacher that finds no wrong step turns revision into training the student on its own answers.
 The paper's formulas were not available: every choice is ours, behind a switch (docs/design.md).
 """
 
@@ -27,13 +29,15 @@ from tailkd.errors import ConfigError
 from tailkd.methods import pipeline
 from tailkd.settings import require
 from tailkd.signals.explanations import SPLITS, VARIANTS, Explained, explain
-from tailkd.teachers import Budget
+from tailkd.tasks.rationale import same_step, split_steps
+from tailkd.teachers import Annotation, Budget
 from tailkd.teachers.drafting import render
 from tailkd.training.records import records_from_annotations, trainable
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("elad", "answer_entropy", "random")
+REVISION_COUNTS = ("revisions", "revisions_agree", "revisions_keep_all_steps")
 
 
 class Elad:
@@ -116,14 +120,15 @@ class Elad:
             spend = collector.ledger.summary()
             rounds.append({"round": r, "bought": len(new), "fallback_fresh": fallbacks,
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],
-                           "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records)})
+                           "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records),
+                           **(self.revision_audit(new, explained) if self.revision else {})})
             # 4. evaluate: a test of the whole split takes minutes on a CPU, the most of a round
             if self.test_every_round or r == self.rounds:
                 accuracy, predictions = run.test(trainer, module, datamodule)
                 rounds[-1]["test_accuracy"] = accuracy
             _log_round(run.loggers, rounds[-1])
-            log.info("round %d: %d bought (%d fresh for want of steps), accuracy %s at %.4f USD", r, len(new),
-                     fallbacks, _accuracy(rounds[-1]), spend["teacher_cost_usd"])
+            log.info("round %d: %d bought (%d fresh for want of steps)%s, accuracy %s at %.4f USD", r, len(new),
+                     fallbacks, _revisions(rounds[-1]), _accuracy(rounds[-1]), spend["teacher_cost_usd"])
         if not rounds:
             raise ConfigError("ELAD bought nothing: the budget does not cover one teacher answer")
         if "test_accuracy" not in rounds[-1]:  # the pool or the budget ran out before the last round
@@ -134,7 +139,8 @@ class Elad:
         return run.finish(
             student, trainer, module, datamodule, annotations=annotations, spend=spend, steps=steps,
             accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions, rounds=rounds,
-            selection=self.selection, revision=self.revision, fallback_fresh=sum(x["fallback_fresh"] for x in rounds),
+            selection=self.selection, revision=self.revision,
+            **{key: sum(x[key] for x in rounds) for key in ("fallback_fresh", *REVISION_COUNTS) if key in rounds[0]},
             spend_by_phase=collector.ledger.summary_by_phase(),
         )
 
@@ -171,7 +177,7 @@ class Elad:
         requests = []
         for example in ranked:
             e = explained[example.id]
-            if self.revision and e.usable:
+            if self.revises(e):
                 text = render(self.revision_prompt, "revision_prompt", question=example.question,
                               explanation=e.text.strip())
                 requests.append(collector.request(example.id, text, context={"revise": e.text}))
@@ -180,6 +186,23 @@ class Elad:
         new = collector.buy(requests, budget=budget)
         got = {a.example_id for a in new}
         return new, sum(1 for ex in ranked if self.revision and not explained[ex.id].usable and ex.id in got)
+
+    def revises(self, explained: Explained) -> bool:
+        """Whether the teacher is asked to revise this explanation (else it writes a fresh rationale)."""
+        return self.revision and explained.usable
+
+    def revision_audit(self, new: Sequence[Annotation], explained: Mapping[str, Explained]) -> dict[str, int]:
+        """How many of ``new`` are revisions, how many of those conclude with the student's own answer,
+        and how many keep every step of the student's explanation (the teacher found nothing wrong)."""
+        pairs = [(a, explained[a.example_id]) for a in new if self.revises(explained[a.example_id])]
+        return {"revisions": len(pairs),
+                "revisions_agree": sum(a.answer is not None and a.answer == e.final_answer for a, e in pairs),
+                "revisions_keep_all_steps": sum(self._keeps_all_steps(a, e) for a, e in pairs)}
+
+    def _keeps_all_steps(self, annotation: Annotation, explained: Explained) -> bool:
+        text = annotation.text if annotation.cut_at is None else annotation.text[: annotation.cut_at]
+        steps = split_steps(text, self.step_split)
+        return len(steps) >= len(explained.steps) and all(map(same_step, explained.steps, steps))
 
     @staticmethod
     def selected_rows(new: Sequence, explained: Mapping[str, Explained]) -> list[dict[str, Any]]:
@@ -191,6 +214,13 @@ def _round_dir(run_dir: Path, r: int) -> Path:
     folder = run_dir / f"round{r}"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+def _revisions(row: Mapping[str, Any]) -> str:
+    if "revisions" not in row:
+        return ""
+    return (f", {row['revisions_agree']} of {row['revisions']} revisions with the student's own answer, "
+            f"{row['revisions_keep_all_steps']} keeping all its steps")
 
 
 def _accuracy(row: Mapping[str, Any]) -> str:
