@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from tailkd.errors import ConfigError
 from tailkd.tasks import AnswerExtractor, Task
+from tailkd.tasks.answers import answer_only
 from tailkd.tasks.registry import load_examples
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
@@ -351,3 +352,11 @@ def test_commonsense_qa_choice_texts_score_as_their_letter(shared_data):
                 assert task.extract_answer(f"The answer is {text}.", example) == label, (example.id, text)
                 checked += 1
     assert checked > 3500
+
+
+@pytest.mark.parametrize("answer_type, text, only", [
+    ("choice", "(a)", True), ("choice", "A) fridge", True), ("choice", "A person needs a fridge.", False),
+    ("choice", "(A) because it is cold", False), ("choice", "(F)", False), ("number", "16.", True),
+    ("number", "12 + 7 = 19.", False), ("yesno", "Yes.", True), ("yesno", "Yes, because birds fly.", False)])
+def test_an_answer_alone_is_told_from_reasoning(answer_type, text, only):
+    assert answer_only(text, answer_type, {"A": "fridge", "B": "oven"}) is only

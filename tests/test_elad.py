@@ -69,6 +69,24 @@ def test_the_step_answers_are_read_after_each_prefix(monkeypatch):
     assert r.step_answers == ["16", "16", "19"] and r.within == 0.5  # all steps, without step 1, without step 2
 
 
+def test_an_explanation_that_only_names_an_answer_has_no_step_to_revise(monkeypatch):
+    """An untrained student writes "(A)": asked to revise that, the embedded Qwen 1.5B confirmed the
+    student's answer on 64 of 77 revisions (docs/results.md). An answer alone gets a fresh rationale."""
+    import tailkd.signals.explanations as X
+    from tailkd.tasks import Task
+
+    from helpers import task_cfg
+
+    task = Task(task_cfg("commonsense_qa"))
+    example = Example("q", "Where is it cold? Answer choices: (A) fridge (B) oven", "A", choices={"A": "fridge", "B": "oven"})
+    outputs = iter(["(A)", "(B) oven", "oven", "The answer must be cold. Only a fridge is. The answer is (A)."])
+    monkeypatch.setattr(X, "generate_texts", lambda student, prompts, n, **kw: [
+        next(outputs) if not p.endswith("The answer is") else " (A)." for p in prompts])
+    explained = [explain(None, task, [example], stop=[], batch_size=4, k=0)[0] for _ in range(4)]
+    assert [e.steps for e in explained] == [[], [], [], ["The answer must be cold.", "Only a fridge is."]]
+    assert [e.usable for e in explained] == [False, False, False, True]
+
+
 def _explained(uncertain: dict[str, tuple[float, float, float]]):
     return [Explained(Example(i, f"What is {i}?", "1"), "1 + 1 = 2.", ["1 + 1 = 2."], [], "2", [],
                       within=w, across=a, entropy=h) for i, (w, a, h) in uncertain.items()]

@@ -118,7 +118,9 @@ def explain(student: Student, task: Task, examples: Sequence[Example], *, stop: 
     for batch in batches(prompts, batch_size, "ELAD: the student's explanations", unit="q"):
         texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
     parsed = [split_rationale(t, task) for t in texts]
-    steps = [split_steps(rationale, split) for rationale, _ in parsed]
+    # an answer alone ("(A)") is no step: revising it would ask the teacher to confirm the student's answer
+    steps = [[] if task.answer_only(rationale, e) else split_steps(rationale, split)
+             for e, (rationale, _) in zip(examples, parsed)]
     answers = step_answers(student, task, examples, steps, variant=variant, probe=probe, probe_tokens=probe_tokens,
                            batch_size=batch_size)
     samples = sample_texts(student, prompts, task.max_new_tokens, k=k, temperature=temperature,

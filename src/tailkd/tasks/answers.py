@@ -104,6 +104,24 @@ def _all_choices(text: str) -> list[str]:
     return paren or _CHOICE_BARE.findall(text)
 
 
+def answer_only(text: str | None, answer_type: str, choices: Mapping[str, str] | None = None) -> bool:
+    """Whether ``text`` names an answer and nothing else: "(A)", "A) air", the choice's text alone,
+    "16", "Yes.". An untrained student often writes just that; it holds no reasoning step."""
+    text = str(text or "").strip()
+    if not text:
+        return False
+    if answer_type == "number":
+        return _NUMBER.fullmatch(text.rstrip(".")) is not None
+    if answer_type == "yesno":
+        return _YESNO.fullmatch(text.rstrip(".!")) is not None
+    rest = re.sub(r"\(?\b[A-Ea-e]\)|\b[A-E]\b(?=\W*$)|^[A-E]\b", " ", text)
+    for choice_text in (choices or {}).values():
+        if choice_text:
+            rest = re.sub(r"(?<!\w)" + re.escape(choice_text.strip().rstrip(".")) + r"(?!\w)", " ", rest,
+                          flags=re.IGNORECASE)
+    return rest != text and not re.search(r"\w", rest)
+
+
 @dataclass(frozen=True)
 class AnswerType:
     name: str

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from tailkd.errors import ConfigError, DataError
-from tailkd.tasks.answers import AnswerExtractor
+from tailkd.tasks.answers import AnswerExtractor, answer_only
 from tailkd.tasks.rationale import clean_rationale
 from tailkd.tasks.teacher_text import TeacherReading, read_teacher_text
 
@@ -175,6 +175,10 @@ class Task:
     # -- scoring -----------------------------------------------------------------------------------
     def extract_answer(self, text: str, example: Example | None = None) -> str | None:
         return self.extractor(text, example.choices if example else None)
+
+    def answer_only(self, text: str | None, example: Example | None = None) -> bool:
+        """Whether ``text`` names an answer and nothing else ("(A)", "16"): no reasoning in it."""
+        return answer_only(text, self.extractor.type.name, example.choices if example else None)
 
     def read_teacher(self, text: str, example: Example | None = None,
                      stops: Sequence[str] | None = None) -> TeacherReading:
