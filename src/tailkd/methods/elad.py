@@ -178,14 +178,19 @@ class Elad:
         for example in ranked:
             e = explained[example.id]
             if self.revises(e):
-                text = render(self.revision_prompt, "revision_prompt", question=example.question,
-                              explanation=e.text.strip())
-                requests.append(collector.request(example.id, text, context={"revise": e.text}))
+                requests.append(self.revision_request(collector, example, e.text))
             else:
                 requests.extend(collector.requests_for(example)[:1])
         new = collector.buy(requests, budget=budget)
         got = {a.example_id for a in new}
         return new, sum(1 for ex in ranked if self.revision and not explained[ex.id].usable and ex.id in got)
+
+    def revision_request(self, collector, example, explanation: str):
+        """The teacher's request to revise the student's ``explanation`` of ``example`` (the simulated
+        teacher reads the explanation from its context)."""
+        text = render(self.revision_prompt, "revision_prompt", question=example.question,
+                      explanation=explanation.strip())
+        return collector.request(example.id, text, context={"revise": explanation})
 
     def revises(self, explained: Explained) -> bool:
         """Whether the teacher is asked to revise this explanation (else it writes a fresh rationale)."""
