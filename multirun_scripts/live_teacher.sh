@@ -15,6 +15,9 @@
 #   DATA=../shared/data/commonsense_qa_palm PARTS="finetune elad" bash multirun_scripts/live_teacher.sh \
 #     hydra.sweep.dir=multirun/live_teacher hydra/launcher=parallel trainer.num_threads=1
 #   tailkd-report multirun/live_teacher        # per method; ELAD's rounds as accuracy-vs-spend curves
+# Before paying for revision runs, multirun_scripts/revision_probe.py shows what the teacher writes for
+# ELAD's revision prompt on recorded explanations: the few-shot 1.5B kept the student's answer in 97% of
+# its revisions (docs/results.md), so with it revision trains the student on its own answers.
 DATA=${DATA:-../shared/data/commonsense_qa_palm}
 BUDGET=${BUDGET:-300}
 SEEDS=${SEEDS:-0,1,2}
