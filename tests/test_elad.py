@@ -148,8 +148,8 @@ def test_the_revision_audit_counts_revisions_that_keep_the_students_answer_and_s
            bought("empty", "12 + 7 = 19. 19 - 3 = 16. The answer is 16.", "16"),
            bought("cut", "12 + 7 = 19. 19 - 3 = 15.\n\nQuestion: 1 + 1? The answer is 2.", "15", cut_at=26)]
     audit = Elad(revision_prompt=REVISION_PROMPT).revision_audit(new, seen)
-    assert audit == {"revisions": 4, "revisions_agree": 3, "revisions_keep_all_steps": 1}
-    assert Elad(revision=False).revision_audit(new, seen)["revisions"] == 0
+    assert audit == {"fallback_fresh": 1, "revisions": 4, "revisions_agree": 3, "revisions_keep_all_steps": 1}
+    assert Elad(revision=False).revision_audit(new, seen) == {"fallback_fresh": 0}
 
 
 def test_smoke_run_writes_rounds_selections_and_revisions(tmp_path):

@@ -99,7 +99,7 @@ class Elad:
             # 2. buy for the most uncertain first, within this round's share of every cap
             cap = budget.scaled(r / self.rounds)
             with collector.phase(f"round{r}"):
-                new, fallbacks = self.buy(collector, data.task, ranked, explained, cap.minus(collector.ledger.spent()))
+                new = self.buy(collector, ranked, explained, cap.minus(collector.ledger.spent()))
             if not new:
                 log.warning("round %d bought nothing (the budget is spent): stopping", r)
                 break
@@ -118,17 +118,16 @@ class Elad:
             # the next round explains with the stop strings of what the student now writes, tested or not
             module.stop = pipeline.stop_strings(data, datamodule.records)
             spend = collector.ledger.summary()
-            rounds.append({"round": r, "bought": len(new), "fallback_fresh": fallbacks,
+            rounds.append({"round": r, "bought": len(new), **self.revision_audit(new, explained),
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],
-                           "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records),
-                           **(self.revision_audit(new, explained) if self.revision else {})})
+                           "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records)})
             # 4. evaluate: a test of the whole split takes minutes on a CPU, the most of a round
             if self.test_every_round or r == self.rounds:
                 accuracy, predictions = run.test(trainer, module, datamodule)
                 rounds[-1]["test_accuracy"] = accuracy
             _log_round(run.loggers, rounds[-1])
             log.info("round %d: %d bought (%d fresh for want of steps)%s, accuracy %s at %.4f USD", r, len(new),
-                     fallbacks, _revisions(rounds[-1]), _accuracy(rounds[-1]), spend["teacher_cost_usd"])
+                     rounds[-1]["fallback_fresh"], _revisions(rounds[-1]), _accuracy(rounds[-1]), spend["teacher_cost_usd"])
         if not rounds:
             raise ConfigError("ELAD bought nothing: the budget does not cover one teacher answer")
         if "test_accuracy" not in rounds[-1]:  # the pool or the budget ran out before the last round
@@ -171,9 +170,8 @@ class Elad:
                 f"({share} of {min(int(max_queries), pool)} over {self.rounds} rounds): ELAD could buy at most "
                 f"{self.candidates * self.rounds}; set method.candidates >= {share}")
 
-    def buy(self, collector, task, ranked, explained: Mapping[str, Explained], budget):
-        """Revision requests (or fresh ones) for ``ranked`` in order, until ``budget`` is spent; returns
-        the annotations and how many fell back to a fresh rationale for want of steps."""
+    def buy(self, collector, ranked, explained: Mapping[str, Explained], budget) -> list[Annotation]:
+        """Revision requests (or fresh ones) for ``ranked`` in order, until ``budget`` is spent."""
         requests = []
         for example in ranked:
             e = explained[example.id]
@@ -181,9 +179,7 @@ class Elad:
                 requests.append(self.revision_request(collector, example, e.text))
             else:
                 requests.extend(collector.requests_for(example)[:1])
-        new = collector.buy(requests, budget=budget)
-        got = {a.example_id for a in new}
-        return new, sum(1 for ex in ranked if self.revision and not explained[ex.id].usable and ex.id in got)
+        return collector.buy(requests, budget=budget)
 
     def revision_request(self, collector, example, explanation: str):
         """The teacher's request to revise the student's ``explanation`` of ``example`` (the simulated
@@ -197,10 +193,13 @@ class Elad:
         return self.revision and explained.usable
 
     def revision_audit(self, new: Sequence[Annotation], explained: Mapping[str, Explained]) -> dict[str, int]:
-        """How many of ``new`` are revisions, how many of those conclude with the student's own answer,
-        and how many keep every step of the student's explanation (the teacher found nothing wrong)."""
+        """With revision: how many of ``new`` fell back to a fresh rationale for want of steps, how many
+        are revisions, how many of those conclude with the student's own answer, and how many keep every
+        step of the student's explanation (the teacher found nothing wrong)."""
+        if not self.revision:
+            return {"fallback_fresh": 0}
         pairs = [(a, explained[a.example_id]) for a in new if self.revises(explained[a.example_id])]
-        return {"revisions": len(pairs),
+        return {"fallback_fresh": len(new) - len(pairs), "revisions": len(pairs),
                 "revisions_agree": sum(a.answer is not None and a.answer == e.final_answer for a, e in pairs),
                 "revisions_keep_all_steps": sum(self._keeps_all_steps(a, e) for a, e in pairs)}
 
