@@ -87,6 +87,22 @@ def test_an_explanation_that_only_names_an_answer_has_no_step_to_revise(monkeypa
     assert [e.usable for e in explained] == [False, False, False, True]
 
 
+def test_the_student_final_answer_is_read_with_the_question_choices(monkeypatch):
+    """A student that names its choice by text ("... The answer is oven.") chose (B): read without the
+    question's choices its final answer was None, so a revision could never count as agreeing with it."""
+    import tailkd.signals.explanations as X
+    from tailkd.tasks import Task
+
+    from helpers import task_cfg
+
+    task = Task(task_cfg("commonsense_qa"))
+    example = Example("q", "Where is it hot? Answer choices: (A) fridge (B) oven", "B", choices={"A": "fridge", "B": "oven"})
+    monkeypatch.setattr(X, "generate_texts", lambda student, prompts, n, **kw: [
+        "Ovens heat food. The answer is oven." if not p.endswith("The answer is") else " oven." for p in prompts])
+    [e] = explain(None, task, [example], stop=[], batch_size=4, k=0)
+    assert e.final_answer == "B" and e.steps == ["Ovens heat food."]
+
+
 def _explained(uncertain: dict[str, tuple[float, float, float]]):
     return [Explained(Example(i, f"What is {i}?", "1"), "1 + 1 = 2.", ["1 + 1 = 2."], [], "2", [],
                       within=w, across=a, entropy=h) for i, (w, a, h) in uncertain.items()]

@@ -117,7 +117,7 @@ def explain(student: Student, task: Task, examples: Sequence[Example], *, stop: 
     texts: list[str] = []
     for batch in batches(prompts, batch_size, "ELAD: the student's explanations", unit="q"):
         texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
-    parsed = [split_rationale(t, task) for t in texts]
+    parsed = [split_rationale(t, task, e) for t, e in zip(texts, examples)]
     # an answer alone ("(A)") is no step: revising it would ask the teacher to confirm the student's answer
     steps = [[] if task.answer_only(rationale, e) else split_steps(rationale, split)
              for e, (rationale, _) in zip(examples, parsed)]

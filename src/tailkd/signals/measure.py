@@ -144,7 +144,7 @@ def measure_signals(
         unjudged = [e for e in questions if e.id not in outputs]
         if unjudged:
             outputs.update(greedy_outputs(student, task, unjudged, decoding, cache))
-        parsed = [split_rationale(outputs[e.id], task) for e in questions]
+        parsed = [split_rationale(outputs[e.id], task, e) for e in questions]
         scores = ta_scores(ta, [Attempt(e, r, a) for e, (r, a) in zip(questions, parsed)], cache,
                            "TA: scoring the student's outputs")
         judged_student = {e.id: s for e, s in zip(questions, scores)}

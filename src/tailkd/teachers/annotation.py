@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tailkd.tasks import Task
+from tailkd.tasks import Example, Task
 
 
 @dataclass
@@ -49,11 +49,12 @@ def approx_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def split_rationale(text: str, task: Task) -> tuple[str | None, str | None]:
+def split_rationale(text: str, task: Task, example: Example | None = None) -> tuple[str | None, str | None]:
     """(rationale, answer) of a *student's* text, read as it is scored: the answer by the task's
-    extractor, the rationale the text before the last answer sentence. A teacher's text is read
-    strictly instead (:meth:`tailkd.tasks.Task.read_teacher`)."""
-    answer = task.extract_answer(text)
+    extractor with ``example``'s choices (so "The answer is oven." names the oven's label), the
+    rationale the text before the last answer sentence. A teacher's text is read strictly instead
+    (:meth:`tailkd.tasks.Task.read_teacher`)."""
+    answer = task.extract_answer(text, example)
     matches = task.extractor.matches(text)
     rationale = text[: matches[-1].start()].strip() if matches else text.strip()
     return (rationale or None), answer

@@ -131,7 +131,7 @@ class SimulatedBackend:
         touches what the teacher wrote (the kept prefix is the student's, checked correct). A student
         explanation that is right throughout comes back unchanged, with the answer stated."""
         gold = split_steps(example.rationale)
-        student = split_steps(split_rationale(explanation, task)[0])
+        student = split_steps(split_rationale(explanation, task, example)[0])
         kept = 0
         while kept < min(len(gold), len(student)) and same_step(gold[kept], student[kept]):
             kept += 1
