@@ -23,3 +23,8 @@ sweep() {
   local dir="$SWEEP_DIR/$sub"; [ "$sub" = . ] && dir=$SWEEP_DIR
   $TAILKD_TRAIN -m "$@" "hydra.sweep.dir=$dir" "${USER_ARGS[@]}"
 }
+
+# ELAD's epochs a round that take as many optimiser steps as EPOCHS do for the other methods: its 3 rounds
+# train again on everything bought so far (1/3 + 2/3 + 3/3 of the budget: twice the data), so half the
+# epochs; its control, finetune_equal_steps_elad, counts the steps the same way
+elad_epochs() { echo $(($1 / 2 > 0 ? $1 / 2 : 1)); }

@@ -25,9 +25,7 @@ TEST_SIZE=${TEST_SIZE:-400}
 PARTS=${PARTS:-"finetune arte elad"}
 TEACHER=${TEACHER:-qwen-1.5b-embedded-csqa-fewshot}
 EPOCHS=${EPOCHS:-4}  # as the testbed's (multirun_scripts/testbed.sh): 2 leave the 135M student under-trained
-# ELAD trains on everything bought so far every round: half the epochs a round over 3 rounds take as many
-# optimiser steps as the other methods (its control, finetune_equal_steps_elad, counts them the same way)
-ELAD_EPOCHS=${ELAD_EPOCHS:-$((EPOCHS / 2 > 0 ? EPOCHS / 2 : 1))}
+ELAD_EPOCHS=${ELAD_EPOCHS:-}  # ELAD's epochs a round (default: _sweep.sh's elad_epochs of EPOCHS)
 ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
 set -euo pipefail
@@ -40,7 +38,7 @@ main() {
           teacher="$TEACHER" teacher.dtype=bfloat16 teacher.batch_size=16
           budget.max_queries="$BUDGET" seed="$SEEDS" trainer.eval_before=false logger=csv)
   [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
-  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=$ELAD_EPOCHS"
+  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=${ELAD_EPOCHS:-$(elad_epochs "$EPOCHS")}"
   for part in $PARTS; do
     case $part in
       finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" "$E" ;;

@@ -25,9 +25,7 @@ BUDGETS=${BUDGETS:-100,300,1000}
 SEEDS=${SEEDS:-0,1,2,3,4}
 TEST_SIZE=${TEST_SIZE:-400}
 EPOCHS=${EPOCHS:-4}       # 2 (the trainer's default) leave the 135M student under-trained here (docs/results.md); runs there before this knob: EPOCHS=2
-# ELAD trains on everything bought so far every round: 2 epochs a round over 3 rounds take as many optimiser
-# steps as the other methods' 4 epochs (its control, finetune_equal_steps_elad, counts them the same way)
-ELAD_EPOCHS=${ELAD_EPOCHS:-$((EPOCHS / 2 > 0 ? EPOCHS / 2 : 1))}
+ELAD_EPOCHS=${ELAD_EPOCHS:-}  # ELAD's epochs a round (default: _sweep.sh's elad_epochs of EPOCHS)
 K=${K:-4}                 # self-consistency samples per question
 TA=${TA:-qwen2.5-coder-0.5b-embedded}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all,oracle}
@@ -72,7 +70,7 @@ main() {
           budget.max_queries="$BUDGETS" seed="$SEEDS" trainer.eval_before=false logger=csv)
   [ -z "$MAX_NEW_TOKENS" ] || COMMON+=(task.max_new_tokens="$MAX_NEW_TOKENS")
   TAIL=(method=tail ta="$TA" signals.self_consistency.k="$K")
-  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=$ELAD_EPOCHS"
+  local E="trainer.pl.max_epochs=$EPOCHS" EE="trainer.pl.max_epochs=${ELAD_EPOCHS:-$(elad_epochs "$EPOCHS")}"
   for part in $PARTS; do
     if [ "$TEACHER" != palm ] && [[ $part == elad || $part == tail_select ]]; then
       echo "PARTS=$part chooses questions beyond the collected ones; with TEACHER=$TEACHER run curve steps tail_weight tail_filter" >&2

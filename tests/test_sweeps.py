@@ -107,6 +107,28 @@ def test_every_multirun_script_composes_and_passes_arguments_on(script, tmp_path
     assert "finetune" in methods and len(methods) >= 2  # every study compares a method with fine-tuning
 
 
+@pytest.mark.parametrize("script, parts", [("testbed.sh", "curve elad"), ("live_teacher.sh", "finetune elad")])
+@pytest.mark.parametrize("env_vars, elad, others", [({"EPOCHS": "6"}, "3", "6"),
+                                                    ({"EPOCHS": "6", "ELAD_EPOCHS": "5"}, "5", "6")])
+def test_elad_trains_half_the_epochs_a_round_unless_told(script, parts, env_vars, elad, others, tmp_path):
+    """ELAD's 3 rounds train on twice the data, so half the epochs a round take the others' steps; its
+    equal-steps control trains as ELAD does."""
+    log = tmp_path / "sweeps.jsonl"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "teacher.jsonl").write_text("")
+    env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}",
+           "DATA": str(data), "PARTS": parts, "SEEDS": "0", "BUDGETS": "300", **env_vars}
+    proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / script), f"hydra.sweep.dir={tmp_path / 'study'}"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    epochs = {}
+    for sweep in map(json.loads, log.read_text().splitlines()):
+        for method in sweep["dims"]["method"]:
+            epochs.setdefault(method, set()).update(sweep["dims"]["trainer.pl.max_epochs"])
+    assert epochs["elad"] == epochs["finetune_equal_steps_elad"] == {elad}
+    assert epochs["finetune"] == {others}
+
 def test_testbed_collects_another_teacher_once_per_seed_and_every_job_replays_its_seeds(tmp_path):
     """TEACHER=<config>: each seed's bought questions are collected once, every job replays its own
     seed's collection, the oracle keeps that teacher's right answers, and the report pairs the seeds."""
