@@ -233,6 +233,23 @@ def test_every_round_explains_with_the_stop_strings_of_what_the_student_trained_
     assert seen == [["=", "Question:"], ["Question:"]]
 
 
+def test_a_stop_string_inside_the_targets_is_warned_about_once_a_round(tmp_path, caplog):
+    """Each round trains on new data, so its stop strings are worked out again; the round's test uses
+    the same ones and used to repeat the warning."""
+    from hydra import compose, initialize_config_dir
+
+    from tailkd.cli.train import build_recipe
+    from tailkd.config import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "method=elad", "method.revision=false", "logger=csv",
+                                          "method.rounds=2", "method.test_every_round=true",
+                                          "task.until=['=','Question:']"])
+    with caplog.at_level("WARNING", logger="tailkd.methods.pipeline"):
+        build_recipe(cfg).run(cfg, tmp_path)
+    assert caplog.text.count("occur inside training targets") == 2
+
+
 def test_revision_through_the_api_costs_more_than_fresh_rationales(fake, api_key, tmp_path):
     server = fake()
     common = ["experiment=smoke", "method=elad", "logger=csv", *openai_overrides(server), "budget.max_queries=16",

@@ -116,7 +116,7 @@ class Elad:
             module.log_prefix = f"round{r}/"
             steps += run.checkpoints.fit(f"round{r}", trainer, module, datamodule).steps
             # the next round explains with the stop strings of what the student now writes, tested or not
-            module.stop = pipeline.stop_strings(data, datamodule.records)
+            module.stop = run.stops(datamodule)
             spend = collector.ledger.summary()
             rounds.append({"round": r, "bought": len(new), **self.revision_audit(new, explained),
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],

@@ -52,6 +52,7 @@ class Run:
     checkpoints: Checkpoints
     started: float
     _loggers: list | None = field(default=None, repr=False)
+    _stops: tuple[Any, list[str]] | None = field(default=None, repr=False)
 
     @property
     def loggers(self) -> list:
@@ -64,10 +65,17 @@ class Run:
         """A Lightning Trainer on the run's loggers (one CSV file and W&B run for every stage)."""
         return make_trainer(self.cfg, self.dir, self.loggers, max_steps=max_steps)[0]
 
+    def stops(self, datamodule) -> list[str]:
+        """The stop strings of what ``datamodule`` trains on (:func:`stop_strings`), worked out and
+        warned about once for it: ELAD sets them after a round's training and tests with them."""
+        if self._stops is None or self._stops[0] is not datamodule:
+            self._stops = (datamodule, stop_strings(self.data, datamodule.records))
+        return self._stops[1]
+
     def test(self, trainer, module: DistillModule, datamodule) -> tuple[float, list[dict[str, Any]]]:
         """The trained student's test accuracy, generating with the stop strings of what it trained
         on; its predictions to predictions.jsonl."""
-        module.stop = stop_strings(self.data, datamodule.records)
+        module.stop = self.stops(datamodule)
         accuracy, predictions = evaluate(trainer, module, datamodule, "test")
         write_jsonl(self.dir / "predictions.jsonl", predictions)
         return accuracy, predictions

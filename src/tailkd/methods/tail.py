@@ -82,7 +82,7 @@ class Tail:
         if warm_records:
             module.log_prefix = "warmup/"
             warm_steps = run.checkpoints.fit("warmup", trainer, module, datamodule).steps
-            module.stop = pipeline.stop_strings(data, datamodule.records)
+            module.stop = run.stops(datamodule)
             if cfg.trainer.get("eval_before", True):
                 accuracy_warmup, _ = pipeline.evaluate(trainer, module, datamodule, "test_warmup")
         decoding = Decoding(data.task.max_new_tokens, tuple(module.stop), cfg.trainer.eval_batch_size)
