@@ -403,3 +403,29 @@ def test_a_spend_curve_pairs_spend_and_accuracy_of_the_same_seeds(tmp_path):
     group = Group({"method": "elad", "task": "chain_sum"}, [tested, last_only])
     curves = spend_curves([group], ["method", "task"], "test_accuracy")
     assert {panel: dict(lines) for panel, lines in curves.items()} == {"task=chain_sum": {"elad": [(1.0, 0.2), (3.0, 0.5)]}}
+
+
+@pytest.mark.parametrize("cost, axis", [(0.0, "queries"), (0.5, "cost_usd")])
+def test_the_spend_curve_counts_queries_when_no_run_spent_money(tmp_path, cost, axis):
+    """A local or recorded teacher costs 0 USD an answer: in USD every ELAD round sat at x = 0."""
+    from tailkd.report.aggregate import Group
+    from tailkd.report.plots import spend_curves, spend_key
+    from tailkd.report.runs import Run
+
+    rounds = [{"round": r, "teacher_queries": 10 * r, "teacher_cost_usd": cost * r, "test_accuracy": 0.1 * r}
+              for r in (1, 2)]
+    run = Run(tmp_path / "0", {"seed": 0, "test_accuracy": 0.2, "teacher_queries": 20,
+                               "teacher_cost_usd": cost * 2, "rounds": rounds})
+    groups = [Group({"method": "elad", "task": "chain_sum"}, [run])]
+    assert spend_key(groups) == f"teacher_{axis}"
+    [[points]] = [lines.values() for lines in spend_curves(groups, ["method", "task"], "test_accuracy",
+                                                              spend_key(groups)).values()]
+    assert len({x for x, _ in points}) == 2  # the rounds apart on the axis
+
+    folder = tmp_path / "elad_s0"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=elad", "seed=0"]))
+    (folder / "results.json").write_text(json.dumps({"task": "chain_sum", "student": "tiny", "method": "elad",
+                                                     **run.results}))
+    assert report_main([str(folder)]) == 0
+    assert f"accuracy vs teacher spend in {axis}" in (folder / "report.md").read_text()

@@ -55,6 +55,13 @@ def plot_accuracy_vs_budget(groups: list[Group], keys: list[str], metric: str, p
     return path
 
 
+def spend_key(groups: list[Group]) -> str:
+    """What the spend axis counts: USD where any run accounted money, else queries. A local or recorded
+    teacher costs nothing an answer, and in USD every round of every run would sit at 0."""
+    paid = any(float(r.results.get("teacher_cost_usd") or 0.0) > 0 for g in groups for r in g.runs)
+    return "teacher_cost_usd" if paid else "teacher_queries"
+
+
 def spend_curves(groups: list[Group], keys: list[str], metric: str,
                  spend: str = "teacher_cost_usd") -> dict[str, dict[str, list[tuple[float, float]]]] | None:
     """Panel -> line -> (spend, accuracy) points; None without any run that reports ``rounds``. A run
@@ -87,8 +94,8 @@ def spend_curves(groups: list[Group], keys: list[str], metric: str,
 
 def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, path: Path,
                            spend: str = "teacher_cost_usd") -> Path | None:
-    """Accuracy against what was spent (USD by default: revisions cost more than fresh answers, so
-    methods compare at equal money, not equal queries), from :func:`spend_curves`."""
+    """Accuracy against what was spent (USD where there is any, :func:`spend_key`: revisions cost more
+    than fresh answers, so methods compare at equal money, not equal queries), from :func:`spend_curves`."""
     panels = spend_curves(groups, keys, metric, spend)
     if panels is None:
         return None

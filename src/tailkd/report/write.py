@@ -39,15 +39,16 @@ def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: li
     _write_runs_csv(runs, written["runs.csv"])
     _write_summary_csv(groups, keys, metric, aurocs, written["summary.csv"])
 
-    from tailkd.report.plots import plot_accuracy_vs_budget, plot_accuracy_vs_spend, plot_signal_auroc
+    from tailkd.report.plots import plot_accuracy_vs_budget, plot_accuracy_vs_spend, plot_signal_auroc, spend_key
 
     plots = {}
     path = plot_accuracy_vs_budget(groups, keys, metric, out / "accuracy_vs_budget.png")
     if path:
         plots["accuracy vs teacher budget"] = path
-    path = plot_accuracy_vs_spend(groups, keys, metric, out / "accuracy_vs_spend.png")
+    spend = spend_key(groups)
+    path = plot_accuracy_vs_spend(groups, keys, metric, out / "accuracy_vs_spend.png", spend)
     if path:
-        plots["accuracy vs teacher spend (active methods round by round)"] = path
+        plots[f"accuracy vs teacher spend in {spend.removeprefix('teacher_')} (active methods round by round)"] = path
     path = plot_signal_auroc(groups, keys, aurocs, out / "signal_auroc.png")
     if path:
         plots["signal AUROC (right vs wrong teacher annotations)"] = path
