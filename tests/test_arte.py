@@ -138,6 +138,8 @@ def test_smoke_run_writes_drafts_pairs_an_adapter_and_spend_by_phase(tmp_path):
     assert set(phases) == {"draft_questions", "draft_rationales", "tailored_questions", "tailored_rationales"}
     assert sum(p["queries"] for p in phases.values()) == results["teacher_queries"] <= 80
     assert sum(p["tokens"] for p in phases.values()) == results["teacher_tokens"]
+    assert sum(p["output_tokens"] for p in phases.values()) == results["teacher_output_tokens"]
+    assert 0 < results["teacher_output_tokens"] < results["teacher_tokens"]
     ledger = _jsonl(tmp_path / "ledger.jsonl")
     assert {e["phase"] for e in ledger} == set(phases)
     assert phases["draft_questions"]["queries"] + phases["draft_rationales"]["queries"] <= 40  # draft_share 0.5

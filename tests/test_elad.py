@@ -266,6 +266,8 @@ def test_revision_through_the_api_costs_more_than_fresh_rationales(fake, api_key
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     tokens = [json.loads((tmp_path / d / "results.json").read_text())["teacher_tokens"] for d in ("rev", "fresh")]
     assert tokens[0] > tokens[1]  # the student's explanation rides along in every revision prompt
+    [row] = json.loads((tmp_path / "rev" / "results.json").read_text())["rounds"]
+    assert 0 < row["teacher_output_tokens"] < row["teacher_tokens"] == tokens[0]
 
 
 def test_recorded_teacher_cannot_revise(tmp_path):

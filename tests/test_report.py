@@ -414,7 +414,7 @@ def test_the_spend_curve_counts_queries_when_no_run_spent_money(tmp_path, cost, 
 
     rounds = [{"round": r, "teacher_queries": 10 * r, "teacher_cost_usd": cost * r, "test_accuracy": 0.1 * r}
               for r in (1, 2)]
-    run = Run(tmp_path / "0", {"seed": 0, "test_accuracy": 0.2, "teacher_queries": 20,
+    run = Run(tmp_path / "0", {"seed": 0, "test_accuracy": 0.2, "teacher_queries": 20, "teacher_output_tokens": 123,
                                "teacher_cost_usd": cost * 2, "rounds": rounds})
     groups = [Group({"method": "elad", "task": "chain_sum"}, [run])]
     assert spend_key(groups) == f"teacher_{axis}"
@@ -428,4 +428,9 @@ def test_the_spend_curve_counts_queries_when_no_run_spent_money(tmp_path, cost, 
     (folder / "results.json").write_text(json.dumps({"task": "chain_sum", "student": "tiny", "method": "elad",
                                                      **run.results}))
     assert report_main([str(folder)]) == 0
-    assert f"accuracy vs teacher spend in {axis}" in (folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
+    assert f"accuracy vs teacher spend in {axis}" in report
+    header, _, row = [line.split(" | ") for line in report.splitlines() if line.startswith("| method")
+                      or line.startswith("|---") or line.startswith("| elad")][:3]
+    assert row[header.index("teacher tokens generated")] == "123"  # what a local teacher's compute goes with
+    assert "20 queries (123 tokens generated)" in report

@@ -295,6 +295,7 @@ def test_recorded_answers_count_as_spend_at_their_recorded_or_listed_cost(data, 
     summary = collector.ledger.summary()
     assert summary["teacher_queries"] == 6 == summary["teacher_replayed"]
     assert summary["teacher_cost_usd"] == pytest.approx(0.06) and summary["teacher_tokens"] == 6 * 70
+    assert summary["teacher_output_tokens"] == 6 * 30  # the recorded rows' own counts, answers only
     assert summary["teacher_paid_usd"] == 0 and summary["teacher_requests_sent"] == 0
     listed = build_collector(_recorded(tmp_path, data, 10), {"max_queries": 6}, data.task, cache_dir=tmp_path,
                              progress=False)

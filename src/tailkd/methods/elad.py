@@ -120,7 +120,8 @@ class Elad:
             spend = collector.ledger.summary()
             rounds.append({"round": r, "bought": len(new), **self.revision_audit(new, explained),
                            "teacher_queries": spend["teacher_queries"], "teacher_cost_usd": spend["teacher_cost_usd"],
-                           "teacher_tokens": spend["teacher_tokens"], "num_train_examples": len(datamodule.records)})
+                           "teacher_tokens": spend["teacher_tokens"], "teacher_output_tokens": spend["teacher_output_tokens"],
+                           "num_train_examples": len(datamodule.records)})
             # 4. evaluate: a test of the whole split takes minutes on a CPU, the most of a round
             if self.test_every_round or r == self.rounds:
                 accuracy, predictions = run.test(trainer, module, datamodule)

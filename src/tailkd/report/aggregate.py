@@ -12,7 +12,7 @@ from typing import Any
 from tailkd.report.runs import Run, find_baseline, is_number
 from tailkd.stats import bootstrap
 
-SPEND = ("teacher_queries", "teacher_cost_usd", "teacher_paid_usd")
+SPEND = ("teacher_queries", "teacher_output_tokens", "teacher_cost_usd", "teacher_paid_usd")
 BUDGET_KEYS = ("budget.max_queries", "budget.max_usd", "budget.max_tokens", "budget")
 
 

@@ -94,7 +94,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                      "detectable (80% power)"] + (
         ["test questions right here / in baseline only (sign test)"] if per_question else []) + (
         ["share of oracle headroom [95% CI]"] if headroom else []) + [
-        "before training", "teacher queries", "teacher cost USD", "wall time (min)", "commit"]
+        "before training", "teacher queries", "teacher tokens generated", "teacher cost USD", "wall time (min)",
+        "commit"]
     rows = []
     for g in groups:
         base = is_baseline(g.setting, baseline)
@@ -106,7 +107,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
             _detectable(diffs) if not base else "",
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
             [_headroom(g, metric) if not base and g.oracle is not g else ""] if headroom else []) + [
-            _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1), _num(g.mean("teacher_cost_usd"), 4),
+            _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1),
+            _num(g.mean("teacher_output_tokens"), 0), _num(g.mean("teacher_cost_usd"), 4),
             _num(g.mean("runtime_s") / 60, 1), " ".join(g.commits()) or "–",
         ])
     lines += _table(header, rows)
@@ -139,7 +141,8 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
 
     lines += ["", "## Teacher spend", ""]
     total = {k: sum(g.total(k) for g in groups) for k in SPEND + COUNTS}
-    lines.append(f"Accounted over all runs: {total['teacher_queries']:.0f} queries, "
+    lines.append(f"Accounted over all runs: {total['teacher_queries']:.0f} queries "
+                 f"({total['teacher_output_tokens']:.0f} tokens generated), "
                  f"{total['teacher_cost_usd']:.4f} USD; paid by these runs: {total['teacher_paid_usd']:.4f} USD "
                  f"({total['teacher_cache_hits']:.0f} answers came from the cache, "
                  f"{total['teacher_failures']:.0f} requests failed). Cached answers count at what they cost "

@@ -45,15 +45,17 @@ class Ledger:
                      sum(e["cost_usd"] for e in used))
 
     def summary_by_phase(self) -> dict[str, dict[str, Any]]:
-        """Queries, tokens and USD (accounted and paid now) per ``phase`` the entries were recorded in."""
+        """Queries, tokens (and of them generated) and USD (accounted and paid now) per ``phase`` the
+        entries were recorded in."""
         phases: dict[str, dict[str, Any]] = {}
         for e in self.entries:
             if e["status"] not in USED:
                 continue
             row = phases.setdefault(e.get("phase") or "default",
-                                    {"queries": 0, "tokens": 0, "cost_usd": 0.0, "paid_usd": 0.0})
+                                    {"queries": 0, "tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "paid_usd": 0.0})
             row["queries"] += 1
             row["tokens"] += e["input_tokens"] + e["output_tokens"]
+            row["output_tokens"] += e["output_tokens"]
             row["cost_usd"] += e["cost_usd"]
             row["paid_usd"] += e.get("charged_usd", e["cost_usd"]) if e["status"] == "paid" else 0.0
         return {k: {**v, "cost_usd": round(v["cost_usd"], 6), "paid_usd": round(v["paid_usd"], 6)}
@@ -64,6 +66,8 @@ class Ledger:
         return {
             "teacher_queries": len(used),
             "teacher_tokens": sum(e["input_tokens"] + e["output_tokens"] for e in used),
+            # what a local teacher's compute goes with: its prompts are mostly shared, its answers not
+            "teacher_output_tokens": sum(e["output_tokens"] for e in used),
             "teacher_cost_usd": round(sum(e["cost_usd"] for e in used), 6),
             "teacher_paid_usd": round(sum(e.get("charged_usd", e["cost_usd"]) for e in used if e["status"] == "paid"), 6),
             "teacher_cache_hits": sum(e["status"] == "cache_hit" for e in used),
