@@ -94,8 +94,9 @@ def spend_curves(groups: list[Group], keys: list[str], metric: str,
 
 def plot_accuracy_vs_spend(groups: list[Group], keys: list[str], metric: str, path: Path,
                            spend: str = "teacher_cost_usd") -> Path | None:
-    """Accuracy against what was spent (USD where there is any, :func:`spend_key`: revisions cost more
-    than fresh answers, so methods compare at equal money, not equal queries), from :func:`spend_curves`."""
+    """Accuracy against what was spent, ``spend`` (the report passes :func:`spend_key`'s: USD where any
+    was spent, as revisions cost more than fresh answers and methods compare at equal money, not equal
+    queries), from :func:`spend_curves`."""
     panels = spend_curves(groups, keys, metric, spend)
     if panels is None:
         return None
