@@ -434,3 +434,20 @@ def test_the_spend_curve_counts_queries_when_no_run_spent_money(tmp_path, cost, 
                       or line.startswith("|---") or line.startswith("| elad")][:3]
     assert row[header.index("teacher tokens generated")] == "123"  # what a local teacher's compute goes with
     assert "20 queries (123 tokens generated)" in report
+
+
+def test_generated_tokens_are_not_averaged_over_the_runs_that_happen_to_count_them(tmp_path):
+    """A run made before the count has no teacher_output_tokens: a mean over the other seeds would pass
+    for the setting's, and so would a total over some runs."""
+    for seed, tokens in ((0, 100), (1, None)):
+        folder = tmp_path / f"finetune_s{seed}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=finetune", f"seed={seed}"]))
+        (folder / "results.json").write_text(json.dumps({
+            "task": "chain_sum", "student": "tiny", "method": "finetune", "seed": seed, "test_accuracy": 0.3,
+            "teacher_queries": 10, **({"teacher_output_tokens": tokens} if tokens else {})}))
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    header, _, row = [line.split(" | ") for line in report.splitlines() if line.startswith("|")][:3]
+    assert row[header.index("teacher tokens generated")] == "–"
+    assert "Accounted over all runs: 20 queries, " in report and "tokens generated)" not in report

@@ -108,7 +108,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
         ] + ([_per_question(g) if not base else ""] if per_question else []) + (
             [_headroom(g, metric) if not base and g.oracle is not g else ""] if headroom else []) + [
             _num(g.mean(f"{metric}_before")), _num(g.mean("teacher_queries"), 1),
-            _num(g.mean("teacher_output_tokens"), 0), _num(g.mean("teacher_cost_usd"), 4),
+            _num(_mean_of_all(g, "teacher_output_tokens"), 0), _num(g.mean("teacher_cost_usd"), 4),
             _num(g.mean("runtime_s") / 60, 1), " ".join(g.commits()) or "–",
         ])
     lines += _table(header, rows)
@@ -141,8 +141,9 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
 
     lines += ["", "## Teacher spend", ""]
     total = {k: sum(g.total(k) for g in groups) for k in SPEND + COUNTS}
-    lines.append(f"Accounted over all runs: {total['teacher_queries']:.0f} queries "
-                 f"({total['teacher_output_tokens']:.0f} tokens generated), "
+    counted = all(math.isfinite(_mean_of_all(g, "teacher_output_tokens")) for g in groups)
+    generated = f" ({total['teacher_output_tokens']:.0f} tokens generated)" if counted else ""
+    lines.append(f"Accounted over all runs: {total['teacher_queries']:.0f} queries{generated}, "
                  f"{total['teacher_cost_usd']:.4f} USD; paid by these runs: {total['teacher_paid_usd']:.4f} USD "
                  f"({total['teacher_cache_hits']:.0f} answers came from the cache, "
                  f"{total['teacher_failures']:.0f} requests failed). Cached answers count at what they cost "
@@ -271,6 +272,13 @@ def _ci(diffs: list[float]) -> str:
 
 def _pct(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def _mean_of_all(g: Group, key: str) -> float:
+    """The mean over every run, or NaN where some run does not report ``key`` (made before it was
+    counted): a mean over the others would pass for the setting's."""
+    values = g.values(key)
+    return statistics.fmean(values) if values and len(values) == len(g.runs) else math.nan
 
 
 def _num(value: float, digits: int = 3) -> str:
