@@ -451,3 +451,21 @@ def test_generated_tokens_are_not_averaged_over_the_runs_that_happen_to_count_th
     header, _, row = [line.split(" | ") for line in report.splitlines() if line.startswith("|")][:3]
     assert row[header.index("teacher tokens generated")] == "–"
     assert "Accounted over all runs: 20 queries, " in report and "tokens generated)" not in report
+
+
+@pytest.mark.parametrize("written", ["False", "false"])
+def test_a_baseline_with_a_boolean_setting_matches_as_hydra_recorded_it(tmp_path, written):
+    """A multirun records method.revision=false as `method.revision=False`; a --baseline typed as on the
+    command line compared every row with nothing."""
+    for seed in (0, 1):
+        for revision, accuracy in ((written, 0.3), ("True" if written == "False" else "true", 0.2 + seed / 100)):
+            folder = tmp_path / f"elad_{revision}_s{seed}"
+            (folder / ".hydra").mkdir(parents=True)
+            (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+                ["method=elad", f"method.revision={revision}", f"seed={seed}"]))
+            (folder / "results.json").write_text(json.dumps({"task": "chain_sum", "student": "tiny", "method": "elad",
+                                                             "seed": seed, "test_accuracy": accuracy}))
+    assert report_main([str(tmp_path), "--baseline", "elad method.revision=false"]) == 0
+    rows = [line.split(" | ") for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("|")]
+    header, revised = rows[0], next(r for r in rows[2:] if r[1] == "true")
+    assert revised[header.index("paired diff (won/lost)")] == "-0.095 ± 0.007 (0/2)"

@@ -166,7 +166,7 @@ def is_baseline(setting: dict[str, str], baseline: str = "finetune") -> bool:
 
 def _parse_baseline(baseline: str) -> tuple[str, dict[str, str]]:
     method, *extra = baseline.split()
-    return method, dict(item.partition("=")[::2] for item in extra)
+    return method, {key: canonical(value) for key, _, value in (item.partition("=") for item in extra)}
 
 
 def is_signal_key(key: str) -> bool:
@@ -194,8 +194,14 @@ def overrides_of(run_dir: Path) -> dict[str, str] | None:
     for item in items:
         key, sep, value = str(item).partition("=")
         if sep:
-            overrides[key.lstrip("+~")] = _HYDRA_ESCAPE.sub(r"\1", value)
+            overrides[key.lstrip("+~")] = canonical(_HYDRA_ESCAPE.sub(r"\1", value))
     return overrides
+
+
+def canonical(value: str) -> str:
+    """A setting's value as users type it: a Hydra multirun records ``method.revision=false`` as
+    ``False``, and a ``--baseline`` or ``--oracle`` written as on the command line must still match it."""
+    return value.lower() if value.lower() in ("true", "false") else value
 
 
 def _text(value: Any) -> str:
