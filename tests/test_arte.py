@@ -90,6 +90,12 @@ def test_question_parsing_and_near_duplicates():
     assert parse_question("Sure! Question: What is 12 + 7?\nThanks") == "What is 12 + 7?"
     assert parse_question("What is 3 + 4? I hope this helps.") == "What is 3 + 4?"
     assert parse_question(":::") is None and parse_question("Question: hi") is None
+
+    # the few-shot Qwen 1.5B drafting CommonsenseQA questions (docs/results.md): the choices are the question's
+    drafted = ("Question: What does the breeze blow through? Answer choices: (A) plant (B) flower (C) sky (D) sunshine "
+               "(E) lamp")
+    assert parse_question(drafted) == drafted.removeprefix("Question: ")
+    assert parse_question("Where is it cold? (A) fridge (B) oven") == "Where is it cold? (A) fridge (B) oven"
     keep = QuestionFilter(["What is 12 + 7?"], ["How many apples does Sam have left?"], 0.8)
     assert keep.verdict("What is 12 + 7 ?") == "duplicate"  # a seed, reworded only in spacing
     assert keep.verdict("How many apples does sam have left") == "like_test"

@@ -27,6 +27,8 @@ from tailkd.teachers.collect import Collector
 
 _QUESTION = re.compile(r"question\s*[:.-]\s*(.+)", re.IGNORECASE | re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+")
+# a multiple-choice question's choices follow its question mark: "...? Answer choices: (A) plant (B) ..."
+_CHOICES = re.compile(r"\s*(?:answer\s+)?(?:choices|options)?\s*:?\s*\(A\)", re.IGNORECASE)
 
 
 @dataclass
@@ -93,12 +95,13 @@ class DraftCounts:
 
 
 def parse_question(text: str) -> str | None:
-    """The question a teacher wrote: what follows ``Question:``, else its first line; None when that
-    is not a question of at least three words."""
+    """The question a teacher wrote: what follows ``Question:``, else its first line, up to its last
+    question mark unless answer choices follow it; None when that is not a question of at least three
+    words."""
     match = _QUESTION.search(text)
     body = (match.group(1) if match else text).strip()
     body = body.split("\n", 1)[0].strip().strip('"').strip()
-    if "?" in body:
+    if "?" in body and not _CHOICES.match(body[body.rfind("?") + 1:]):
         body = body[: body.rfind("?") + 1]
     return body if len(_WORD.findall(body.lower())) >= 3 else None
 
