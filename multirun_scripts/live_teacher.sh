@@ -5,8 +5,8 @@
 # the same question pays compute once.
 #   finetune: finetune and finetune_oracle on the teacher's answers to the task's own questions
 #   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred
-#             (not run yet: the 1.5B drafts CommonsenseQA questions without their answer choices, so
-#             its drafts teach no answer; docs/results.md, "ARTE on the live Qwen 1.5B")
+#             (not run yet: the 1.5B drafts some CommonsenseQA questions without answer choices, which
+#             teach no answer and are not refused yet; docs/results.md, "ARTE on the live Qwen 1.5B")
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
 # TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
 # tokens an answer, docs/results.md). TEACHER=qwen-1.5b-embedded MAX_NEW_TOKENS=256 is the zero-shot 1.5B
