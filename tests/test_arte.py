@@ -96,6 +96,9 @@ def test_question_parsing_and_near_duplicates():
                "(E) lamp")
     assert parse_question(drafted) == drafted.removeprefix("Question: ")
     assert parse_question("Where is it cold? (A) fridge (B) oven") == "Where is it cold? (A) fridge (B) oven"
+    real = ("What has happened if you agree with someone? Answer choices: (A) asking them did we just become best "
+            "friends? (B) nodding (C) become closer")  # CommonsenseQA's own: a choice with a question mark
+    assert parse_question(f"Question: {real}") == real
     keep = QuestionFilter(["What is 12 + 7?"], ["How many apples does Sam have left?"], 0.8)
     assert keep.verdict("What is 12 + 7 ?") == "duplicate"  # a seed, reworded only in spacing
     assert keep.verdict("How many apples does sam have left") == "like_test"

@@ -27,8 +27,9 @@ from tailkd.teachers.collect import Collector
 
 _QUESTION = re.compile(r"question\s*[:.-]\s*(.+)", re.IGNORECASE | re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+")
-# a multiple-choice question's choices follow its question mark: "...? Answer choices: (A) plant (B) ..."
-_CHOICES = re.compile(r"\s*(?:answer\s+)?(?:choices|options)?\s*:?\s*\(A\)", re.IGNORECASE)
+# a multiple-choice question's choices follow its question mark ("...? Answer choices: (A) plant (B) ..."),
+# and a choice may hold a question mark of its own
+_CHOICES = re.compile(r"\?.*\(A\).*\(B\)", re.DOTALL)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def parse_question(text: str) -> str | None:
     match = _QUESTION.search(text)
     body = (match.group(1) if match else text).strip()
     body = body.split("\n", 1)[0].strip().strip('"').strip()
-    if "?" in body and not _CHOICES.match(body[body.rfind("?") + 1:]):
+    if "?" in body and not _CHOICES.search(body):
         body = body[: body.rfind("?") + 1]
     return body if len(_WORD.findall(body.lower())) >= 3 else None
 
