@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -14,8 +15,12 @@ from tailkd.methods.arte import Arte
 from tailkd.models import generate_texts
 from tailkd.signals.preference import Demonstration, Preference, one_shot_prompt, one_shot_scores
 from tailkd.tasks import Example
+from tailkd.teachers import Budget
 from tailkd.teachers.annotation import Annotation
-from tailkd.teachers.drafting import DraftQuestion, DraftRationale, QuestionFilter, parse_question
+from tailkd.teachers.backends import Completion
+from tailkd.teachers.collect import Collector
+from tailkd.teachers.drafting import DraftQuestion, DraftRationale, QuestionFilter, draft_questions, parse_question
+from tailkd.teachers.pricing import Price
 
 from helpers import chain_task, tiny_student
 from test_cli import _jsonl, train
@@ -103,6 +108,72 @@ def test_question_parsing_and_near_duplicates():
     assert keep.verdict("What is 12 + 7 ?") == "duplicate"  # a seed, reworded only in spacing
     assert keep.verdict("How many apples does sam have left") == "like_test"
     assert keep.verdict("What is 12 + 8?") == "keep" and keep.verdict("what is 12 + 8") == "duplicate"
+
+
+# -- multiple-choice drafts: the few-shot Qwen 1.5B drafted CommonsenseQA questions without choices ----
+CHOICES = {label: text for label, text in zip("ABCDE", ["fridge", "oven", "attic", "cellar", "garden"])}
+MC_POOL = [Example(f"s{i}", f"Where is thing {i} kept? Answer choices: (A) fridge (B) oven (C) attic (D) cellar "
+                   f"(E) garden", "A", None, CHOICES) for i in range(6)]
+WITH = "Question: Where do {0} sleep? Answer choices: (A) {0}bed (B) {0}roof (C) {0}tree"
+WITHOUT = "Question: Where do {} sleep?"  # what the 1.5B wrote for 30 of 30 drafts before 06b98f8
+
+
+class _Scripted:
+    """A teacher that drafts ``drafts`` in turn and answers every other prompt with (A)."""
+
+    name, model, max_concurrency, batch_size, cacheable = "scripted", "scripted-1", 1, 1, False
+
+    def __init__(self, drafts):
+        self.drafts, self.asked = iter(drafts), []
+
+    def prepare(self, task, examples):
+        pass
+
+    def complete(self, requests):
+        self.asked += [r.example_id for r in requests]
+        rationale = [r.example_id.split("-")[-1].startswith("r") for r in requests]
+        return [Completion("It is cold. The answer is (A)." if is_rationale else next(self.drafts),
+                           10, 10, self.model) for is_rationale in rationale]
+
+
+def _scripted_collector(drafts, budget):
+    return Collector(_Scripted(drafts), chain_task(), prompt="{{ question }}", price=Price(1.0, 1.0), budget=budget,
+                     progress=False)
+
+
+def test_a_multiple_choice_draft_without_its_choices_is_refused_and_the_kept_ones_get_every_rationale(tmp_path):
+    animals = ["cats", "dogs", "owls", "bats", "mice", "ants", "bees", "cows"]
+    script = [WITHOUT.format(animals[0]), WITH.format(animals[1]), WITHOUT.format(animals[2]), WITH.format(animals[3]),
+              WITH.format(animals[4]), WITH.format(animals[5]), WITH.format(animals[6])]
+    collector = _scripted_collector(script, Budget(max_queries=10))
+    arte = _arte(num_questions=5)
+    seen = QuestionFilter([e.question for e in MC_POOL], [], 0.8)
+    drafts, counts = arte.draft(collector, MC_POOL, seen, random.Random(0), Budget(max_queries=10),
+                                lambda cap: cap.minus(collector.ledger.spent()), tmp_path)
+    assert [d.question for d in drafts] == [WITH.format("dogs").removeprefix("Question: "),
+                                            WITH.format("bats").removeprefix("Question: ")]
+    assert counts.no_choices == 2 and [r["reason"] for r in counts.refused] == ["no_choices", "no_choices"]
+    # 4 questions asked + 2 x 2 rationales: the refusals took from the questions, not the rationales
+    assert all(len(d.rationales) == 2 for d in drafts) and collector.ledger.spent().queries == 8
+    # a task without choices refuses nothing for lacking them
+    plain = [Example(f"c{i}", f"What is {i} + 2?", str(i + 2)) for i in range(3)]
+    kept, plain_counts = draft_questions(_scripted_collector(script, Budget()), plain, QuestionFilter([], [], 0.8),
+                                         wanted=3, seeds_per_prompt=2, template="{{ seeds }}", temperature=1.0,
+                                         rng=random.Random(0), id_prefix="d-")
+    assert len(kept) == 3 and plain_counts.no_choices == 0
+
+
+def test_a_run_whose_drafts_are_all_unusable_stops_with_one_error_naming_why(tmp_path):
+    script = [WITHOUT.format(i) for i in range(40)]
+    collector = _scripted_collector(script, Budget(max_queries=40))
+    seen = QuestionFilter([e.question for e in MC_POOL], [], 0.8)
+    with pytest.raises(ConfigError, match="no usable question.*22 without the answer choices"):
+        _arte().draft(collector, MC_POOL, seen, random.Random(0), Budget(max_queries=24),
+                      lambda cap: cap.minus(collector.ledger.spent()), tmp_path)
+    # it asked while a question could still be kept and paid for (1 + 2 queries): 22 of 24
+    assert collector.ledger.spent().queries == 22
+    refused = _jsonl(tmp_path / "refused_drafts.jsonl")  # what was paid for is kept
+    assert len(refused) == 22 and refused[0]["text"] == WITHOUT.format(0)
 
 
 def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):

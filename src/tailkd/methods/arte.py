@@ -34,6 +34,7 @@ from tailkd.signals.preference import Demonstration, one_shot_scores, preference
 from tailkd.teachers import Budget
 from tailkd.teachers.align import DPOSettings
 from tailkd.teachers.drafting import (
+    DraftCounts,
     DraftQuestion,
     DraftRationale,
     QuestionFilter,
@@ -102,22 +103,9 @@ class Arte:
         def left(cap: Budget = budget) -> Budget:
             return cap.minus(collector.ledger.spent())
 
-        # 1-2. drafts, within draft_share of the budget: questions, then a rationale under each strategy
-        # (at most as many questions as can each get all their rationales)
-        drafting = budget.scaled(self.draft_share)
-        wanted = self.num_questions
-        if drafting.max_queries is not None:
-            wanted = min(wanted, drafting.max_queries // (1 + len(self.strategies)))
         # one filter for the run: drafted and tailored questions are all new, to each other and the test split
         seen = QuestionFilter([e.question for e in data.train], [e.question for e in data.test], self.dedup_threshold)
-        with collector.phase("draft_questions"):
-            drafts, counts = draft_questions(
-                collector, data.train, seen, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
-                template=self.question_prompt, temperature=self.question_temperature, rng=rng,
-                id_prefix="arte-draft-", budget=lambda: left(drafting), desc="ARTE: drafting questions")
-        with collector.phase("draft_rationales"):
-            draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
-                             temperature=self.rationale_temperature, budget=left(drafting))
+        drafts, counts = self.draft(collector, data.train, seen, rng, budget.scaled(self.draft_share), left, run_dir)
 
         # 3. the student's preferences
         demos = [(d, r) for d in drafts for r in d.rationales]
@@ -146,7 +134,8 @@ class Arte:
             strategy = self.preferred_strategy(drafts)
 
         # 5. tailored data with what is left of the budget
-        tailored = self.tailor(collector, data, seen, rng, left, strategy)
+        tailored, tailored_counts = self.tailor(collector, data, seen, rng, left, strategy)
+        pipeline.write_jsonl(run_dir / "refused_drafts.jsonl", counts.refused + tailored_counts.refused)
         with pipeline.inference(cfg, student, trainer):
             tailored_scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in tailored],
                                               prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop)
@@ -167,7 +156,8 @@ class Arte:
         return run.finish(
             student, trainer, module, datamodule, annotations=[], spend=spend, steps=fitted.steps,
             accuracy=accuracy, accuracy_before=accuracy_before, predictions=predictions, align=self.align, preferred_strategy=strategy, spend_by_phase=collector.ledger.summary_by_phase(),
-            **counts.as_results("draft_questions"), drafted=len(drafts),
+            **counts.as_results("draft_questions"), **tailored_counts.as_results("tailored_questions"),
+            drafted=len(drafts),
             draft_rationales=sum(len(d.rationales) for d in drafts), tailored=len(tailored),
             preference_set_size=len(prefs), question_pairs=len(question_pairs), rationale_pairs=len(rationale_pairs),
             preference_accuracy_drafts=_mean([p.accuracy for p in scores]),
@@ -175,6 +165,30 @@ class Arte:
         )
 
     # -- steps -------------------------------------------------------------------------------------
+    def draft(self, collector, pool, seen: QuestionFilter, rng: random.Random, drafting: Budget, left,
+              run_dir: Path) -> tuple[list[DraftQuestion], DraftCounts]:
+        """Steps 1-2 within ``drafting`` (the drafts' share of the budget): questions, then a rationale
+        under each strategy for every one kept. Refused drafts (in ``refused_drafts.jsonl``) take from the
+        questions, never from a kept question's rationales; a run with none usable stops here, before
+        any student is scored."""
+        wanted = self.num_questions
+        if drafting.max_queries is not None:
+            wanted = min(wanted, drafting.max_queries // (1 + len(self.strategies)))
+        with collector.phase("draft_questions"):
+            drafts, counts = draft_questions(
+                collector, pool, seen, wanted=max(wanted, 1), seeds_per_prompt=self.seed_questions,
+                template=self.question_prompt, temperature=self.question_temperature, rng=rng,
+                id_prefix="arte-draft-", budget=lambda: left(drafting), reserve=len(self.strategies),
+                desc="ARTE: drafting questions")
+        pipeline.write_jsonl(run_dir / "refused_drafts.jsonl", counts.refused)
+        if not drafts:
+            raise ConfigError(f"ARTE: the teacher drafted no usable question ({counts}); check method.question_prompt "
+                              f"against the task's questions (what the teacher wrote is in {run_dir / 'refused_drafts.jsonl'})")
+        with collector.phase("draft_rationales"):
+            draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
+                             temperature=self.rationale_temperature, budget=left(drafting))
+        return drafts, counts
+
     @staticmethod
     def _demo(task, draft: DraftQuestion, rationale) -> Demonstration:
         a = rationale.annotation
@@ -213,11 +227,13 @@ class Arte:
                  for i, v in totals.items()}
         return max(means, key=lambda i: (means[i], -i))
 
-    def tailor(self, collector, data, seen, rng, left, strategy: int | None) -> list[tuple[DraftQuestion, Any]]:
+    def tailor(self, collector, data, seen, rng, left,
+               strategy: int | None) -> tuple[list[tuple[DraftQuestion, Any]], DraftCounts]:
         """New questions and one rationale each, until the budget (or ``max_tailored``) runs out: under
         the plain prompt from the aligned teacher, or under the preferred strategy (``select``). A round
-        whose questions were all repeats or unparseable does not end it; three in a row do."""
+        whose questions were all refused does not end it; three in a row do."""
         out: list[tuple[DraftQuestion, Any]] = []
+        total = DraftCounts()
         rounds = empty = 0
         while len(out) < self.max_tailored and rounds < 50 and empty < 3:
             rounds += 1
@@ -226,7 +242,8 @@ class Arte:
                     collector, data.train, seen, wanted=min(16, self.max_tailored - len(out)),
                     seeds_per_prompt=self.seed_questions, template=self.question_prompt,
                     temperature=self.question_temperature, rng=rng, id_prefix=f"arte-tailored-{rounds}-",
-                    budget=left, max_rounds=1)
+                    budget=left, reserve=1, max_rounds=1)
+            total.add(counts)
             if not counts.bought:
                 break  # the budget is spent
             if not fresh:
@@ -248,7 +265,7 @@ class Arte:
             out += got
             if len(got) < len(fresh):  # the budget ran out part-way
                 break
-        return out
+        return out, total
 
     def records(self, task, tailored, drafts: Sequence[DraftQuestion]) -> list[TrainRecord]:
         chosen = [(d, r) for d, r in tailored if r.usable]

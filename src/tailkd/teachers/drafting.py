@@ -3,14 +3,16 @@ written under different reasoning strategies (ARTE's drafts). Every call goes th
 so it is cached, budgeted and in the ledger like any annotation.
 
 A drafted question is parsed (``Question: ...`` or the first line, at least three words), and dropped
-with a count when it does not parse, repeats another draft, repeats a seed, or is a near-duplicate of a
-test question: word sets with a Jaccard similarity of at least ``dedup_threshold`` count as the same
+with a count when it does not parse, lacks the answer choices its seed questions have (a multiple-choice
+question without them names no answer a student could learn), repeats another draft, repeats a seed, or
+is a near-duplicate of a test question: word sets with a Jaccard similarity of at least ``dedup_threshold`` count as the same
 question ("What is 12 + 7?" and "What is 12 + 8?" share 3 of 5 words and stay apart at 0.8).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -88,11 +90,26 @@ class DraftCounts:
     asked: int = 0
     bought: int = 0  # answers received (what the budget allowed)
     unparseable: int = 0
+    no_choices: int = 0  # a multiple-choice question drafted without its choices
     duplicates: int = 0
     like_test: int = 0
+    refused: list[dict[str, str]] = field(default_factory=list)  # what the teacher wrote, and why it was dropped
 
     def as_results(self, prefix: str) -> dict[str, int]:
-        return {f"{prefix}_{k}": v for k, v in self.__dict__.items()}
+        return {f"{prefix}_{k}": v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+    def add(self, other: DraftCounts) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def _refuse(self, example_id: str, text: str, reason: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
+        self.refused.append({"id": example_id, "reason": reason, "text": text})
+
+    def __str__(self) -> str:
+        return (f"{self.bought} drafts bought: {self.unparseable} unparseable, {self.no_choices} without the "
+                f"answer choices their seed questions have, {self.duplicates} repeats, {self.like_test} like a "
+                f"test question")
 
 
 def parse_question(text: str) -> str | None:
@@ -105,6 +122,13 @@ def parse_question(text: str) -> str | None:
     if "?" in body and not _CHOICES.search(body):
         body = body[: body.rfind("?") + 1]
     return body if len(_WORD.findall(body.lower())) >= 3 else None
+
+
+def lists_choices(question: str, seeds: Sequence[Example]) -> bool:
+    """Whether ``question`` lists answer choices as its seed questions do: at least two of their labels,
+    written "(A)" as the task writes them. True when no seed has choices."""
+    labels = sorted({label for seed in seeds for label in (seed.choices or {})})
+    return not labels or sum(f"({label})" in question for label in labels) >= 2
 
 
 def _words(text: str) -> frozenset[str]:
@@ -143,27 +167,38 @@ def render(template: str, name: str, **values: Any) -> str:
 
 def draft_questions(collector: Collector, pool: Sequence[Example], keep: QuestionFilter, *, wanted: int,
                     seeds_per_prompt: int, template: str, temperature: float, rng: random.Random,
-                    id_prefix: str, budget=None, max_rounds: int = 20, batch: int = 16,
+                    id_prefix: str, budget=None, reserve: int = 0, max_rounds: int = 20, batch: int = 16,
                     desc: str | None = None) -> tuple[list[DraftQuestion], DraftCounts]:
     """Up to ``wanted`` new questions, each written from ``seeds_per_prompt`` questions of ``pool`` and
-    kept only if ``keep`` (shared by every drafting call of a run) has seen nothing like it; stops early
-    when the budget buys nothing more (or after ``max_rounds`` rounds of asking). ``desc``: a progress
-    of the kept questions over all rounds (each round's purchase has the teacher's bar besides)."""
+    kept only if it is usable and ``keep`` (shared by every drafting call of a run) has seen nothing like
+    it; stops early when the budget buys nothing more (or after ``max_rounds`` rounds of asking).
+    ``reserve``: teacher queries each kept question will cost after this (its rationales). Under a query
+    budget they are set aside, and a round asks only as many questions as could each be kept and paid
+    for, so refused drafts take from the questions drafted, never from the rationales of kept ones.
+    ``desc``: a progress of the kept questions over all rounds (each round's purchase has the teacher's
+    bar besides)."""
     counts = DraftCounts()
     drafts: list[DraftQuestion] = []
     with Progress(wanted, desc, unit="q") if desc else contextlib.nullcontext() as progress:
         for _ in range(max_rounds):
             if len(drafts) >= wanted:
                 break
+            limit = budget() if callable(budget) else budget
+            size = min(batch, wanted - len(drafts))
+            if reserve and limit is not None and limit.max_queries is not None:
+                limit = dataclasses.replace(limit, max_queries=limit.max_queries - reserve * len(drafts))
+                size = min(size, limit.max_queries // (1 + reserve))
+                if size < 1:
+                    break
             asks = []
-            for _ in range(min(batch, wanted - len(drafts))):
-                seeds = [e.question for e in rng.sample(list(pool), min(seeds_per_prompt, len(pool)))]
-                asks.append((seeds, render(template, "question_prompt", seeds=seeds)))
+            for _ in range(size):
+                seeds = rng.sample(list(pool), min(seeds_per_prompt, len(pool)))
+                asks.append((seeds, render(template, "question_prompt", seeds=[e.question for e in seeds])))
             # no stop sequences: a drafted question may well be written on a "Question:" line of its own
             requests = [collector.request(f"{id_prefix}{counts.asked + i}", text, temperature=temperature, stop=None)
                         for i, (_, text) in enumerate(asks)]
             counts.asked += len(requests)
-            bought = {a.example_id: a for a in collector.buy(requests, budget=budget() if callable(budget) else budget)}
+            bought = {a.example_id: a for a in collector.buy(requests, budget=limit)}
             counts.bought += len(bought)
             if not bought:
                 break
@@ -171,17 +206,16 @@ def draft_questions(collector: Collector, pool: Sequence[Example], keep: Questio
             for request, (seeds, text) in zip(requests, asks):
                 if request.example_id not in bought:
                     continue
-                question = parse_question(bought[request.example_id].text)
+                written = bought[request.example_id].text or ""
+                question = parse_question(written)
                 if question is None:
-                    counts.unparseable += 1
-                    continue
-                verdict = keep.verdict(question)
-                if verdict == "keep":
-                    drafts.append(DraftQuestion(request.example_id, question, text, seeds))
-                elif verdict == "duplicate":
-                    counts.duplicates += 1
+                    counts._refuse(request.example_id, written, "unparseable")
+                elif not lists_choices(question, seeds):
+                    counts._refuse(request.example_id, written, "no_choices")
+                elif (verdict := keep.verdict(question)) == "keep":
+                    drafts.append(DraftQuestion(request.example_id, question, text, [e.question for e in seeds]))
                 else:
-                    counts.like_test += 1
+                    counts._refuse(request.example_id, written, "duplicates" if verdict == "duplicate" else "like_test")
             if progress is not None:
                 progress.update(len(drafts) - kept)
     return drafts[:wanted], counts
