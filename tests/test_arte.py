@@ -19,7 +19,13 @@ from tailkd.teachers import Budget
 from tailkd.teachers.annotation import Annotation
 from tailkd.teachers.backends import Completion
 from tailkd.teachers.collect import Collector
-from tailkd.teachers.drafting import DraftQuestion, DraftRationale, QuestionFilter, draft_questions, parse_question
+from tailkd.teachers.drafting import (
+    DraftQuestion,
+    DraftRationale,
+    QuestionFilter,
+    draft_questions,
+    parse_question,
+)
 from tailkd.teachers.pricing import Price
 
 from helpers import chain_task, tiny_student

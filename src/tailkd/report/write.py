@@ -39,7 +39,12 @@ def write_report(runs: list[Run], skipped: list[Skipped], out: Path, sources: li
     _write_runs_csv(runs, written["runs.csv"])
     _write_summary_csv(groups, keys, metric, aurocs, written["summary.csv"])
 
-    from tailkd.report.plots import plot_accuracy_vs_budget, plot_accuracy_vs_spend, plot_signal_auroc, spend_key
+    from tailkd.report.plots import (
+        plot_accuracy_vs_budget,
+        plot_accuracy_vs_spend,
+        plot_signal_auroc,
+        spend_key,
+    )
 
     plots = {}
     path = plot_accuracy_vs_budget(groups, keys, metric, out / "accuracy_vs_budget.png")
