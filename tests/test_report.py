@@ -469,3 +469,39 @@ def test_a_baseline_with_a_boolean_setting_matches_as_hydra_recorded_it(tmp_path
     rows = [line.split(" | ") for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("|")]
     header, revised = rows[0], next(r for r in rows[2:] if r[1] == "true")
     assert revised[header.index("paired diff (won/lost)")] == "-0.095 ± 0.007 (0/2)"
+
+
+def test_arte_runs_get_their_preference_accuracy_before_and_after_alignment_and_dpo_margins(tmp_path):
+    """Issue 24 asks for preference-set accuracy before and after alignment and the DPO margins: the
+    report pairs them seed by seed and leaves the other methods out of that table."""
+    arte = {0: (0.30, 0.40, 30.0, 32.0), 1: (0.25, 0.30, 31.0, 34.0), 2: (0.35, 0.35, 29.0, 29.5)}
+    for seed, (drafts, tailored, before, after) in arte.items():
+        for align in ("dpo", "select"):
+            folder = tmp_path / f"arte_{align}_s{seed}"
+            (folder / ".hydra").mkdir(parents=True)
+            (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+                ["method=arte", f"method.align={align}", f"seed={seed}"]))
+            dpo = {"dpo_pairs": 20 + seed, "dpo_margin_before": before, "dpo_margin_after": after} if align == "dpo" else {}
+            (folder / "results.json").write_text(json.dumps({
+                "task": "chain_sum", "student": "tiny", "method": "arte", "seed": seed, "test_accuracy": 0.3,
+                "align": align, "drafted": 20, "draft_questions_no_choices": 4 + seed, "tailored": 50,
+                "preference_accuracy_drafts": drafts, "preference_accuracy_tailored": tailored, **dpo}))
+        folder = tmp_path / f"finetune_s{seed}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=finetune", f"seed={seed}"]))
+        (folder / "results.json").write_text(json.dumps({"task": "chain_sum", "student": "tiny", "method": "finetune",
+                                                         "seed": seed, "test_accuracy": 0.3}))
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## ARTE", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("|")]
+    header = rows[0]
+    body = {r[1]: dict(zip(header, r)) for r in rows[2:]}
+    assert set(body) == {"dpo", "select"}  # finetune has no preferences
+    dpo = body["dpo"]
+    assert dpo["drafted (refused: no choices)"] == "20.0 (5.0)"
+    assert dpo["preference-set accuracy: drafts"] == "0.300 ± 0.050"
+    assert dpo["tailored"] == "0.350 ± 0.050"
+    assert dpo["tailored − drafts (won/lost)"] == "+0.050 ± 0.050 (2/0)"
+    assert dpo["DPO margin before → after"] == "30.000 → 31.833"
+    assert body["select"]["DPO margin before → after"] == "–"

@@ -144,6 +144,7 @@ def _markdown(groups, keys, metric, baseline, aurocs, runs, skipped, sources, pl
                             [[g.setting.get(k, "") for k in keys] + [str(max((v[3] for v in pooled[id(g)].values()), default=0))]
                              + [_pooled(pooled[id(g)].get(n)) for n in names] for g in with_signals if pooled.get(id(g))])
 
+    lines += _arte_section(groups, keys)
     lines += ["", "## Teacher spend", ""]
     total = {k: sum(g.total(k) for g in groups) for k in SPEND + COUNTS}
     counted = all(math.isfinite(_mean_of_all(g, "teacher_output_tokens")) for g in groups)
@@ -277,6 +278,36 @@ def _ci(diffs: list[float]) -> str:
 
 def _pct(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def _arte_section(groups: list[Group], keys: list[str]) -> list[str]:
+    """ARTE's own evidence: how the student scored the teacher's data before and after alignment, and
+    whether DPO moved the teacher towards the pairs it was given."""
+    arte = [g for g in groups if g.values("preference_accuracy_drafts")]
+    if not arte:
+        return []
+    lines = ["", "## ARTE: the student's preferences and the teacher's alignment", "",
+             "Preference-set accuracy: the student's one-shot accuracy on the preference set with one drafted "
+             "(before alignment) or tailored (after it: DPO's adapter, or `select`'s preferred strategy) "
+             "example as its demonstration, mean ± std over seeds; tailored − drafts paired seed by seed. "
+             "DPO margin: the teacher's mean log p(chosen | prompt) − log p(rejected | prompt) over the pairs, "
+             "before and after DPO. Drafted: questions kept; refused "
+             "for lacking the answer choices their seed questions list, in brackets (means).", ""]
+    header = keys + ["seeds", "drafted (refused: no choices)", "tailored examples", "preference-set accuracy: drafts",
+                     "tailored", "tailored − drafts (won/lost)", "paired 95% CI", "DPO pairs", "DPO margin before → after"]
+    rows = []
+    for g in arte:
+        diffs = [float(r.results["preference_accuracy_tailored"]) - float(r.results["preference_accuracy_drafts"])
+                 for r in g.runs if is_number(r.results.get("preference_accuracy_tailored"))
+                 and is_number(r.results.get("preference_accuracy_drafts"))]
+        margins = "–" if not g.values("dpo_margin_before") else (
+            f"{g.mean('dpo_margin_before'):.3f} → {g.mean('dpo_margin_after'):.3f}")
+        rows.append([g.setting.get(k, "") for k in keys] + [
+            str(len(g.runs)), f"{_num(g.mean('drafted'), 1)} ({_num(g.mean('draft_questions_no_choices'), 1)})",
+            _num(g.mean("tailored"), 1), _pm(g.mean("preference_accuracy_drafts"), g.std("preference_accuracy_drafts")),
+            _pm(g.mean("preference_accuracy_tailored"), g.std("preference_accuracy_tailored")), _paired(diffs),
+            _ci(diffs), _num(g.mean("dpo_pairs"), 1), margins])
+    return lines + _table(header, rows)
 
 
 def _mean_of_all(g: Group, key: str) -> float:
