@@ -4,9 +4,12 @@
 # questions, at equal spend per seed. Its answers are cached (paths.cache_dir), so every method that asks
 # the same question pays compute once.
 #   finetune: finetune and finetune_oracle on the teacher's answers to the task's own questions
-#   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred
-#             (not run yet: the 1.5B drafts some CommonsenseQA questions without answer choices, which
-#             teach no answer and are not refused yet; docs/results.md, "ARTE on the live Qwen 1.5B")
+#   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred; a
+#             drafted question without the choices its seed questions list is refused (the 1.5B writes
+#             about half of its drafts so). The preference set is 20 questions of 60 candidates, not the
+#             paper's 40 of 120: each question scores every drafted and tailored example once more, the
+#             run's largest cost on a CPU. DPO takes one pair at a time, 8 accumulated (the same update in
+#             half the memory: a 151k vocabulary's logits)
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
 # TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
 # tokens an answer, docs/results.md). TEACHER=qwen-1.5b-embedded MAX_NEW_TOKENS=256 is the zero-shot 1.5B
@@ -30,6 +33,7 @@ EPOCHS=${EPOCHS:-4}  # as the testbed's (multirun_scripts/testbed.sh): 2 leave t
 ELAD_EPOCHS=${ELAD_EPOCHS:-}  # ELAD's epochs a round (default: _sweep.sh's elad_epochs of EPOCHS)
 ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
+PREFERENCE_SIZE=${PREFERENCE_SIZE:-20}  # ARTE's preference set, chosen among 3x as many candidates
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
 main() {
@@ -44,7 +48,9 @@ main() {
   for part in $PARTS; do
     case $part in
       finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" "$E" ;;
-      arte)     sweep arte       method=arte method.align=dpo,select                            "${COMMON[@]}" "$E" ;;
+      arte)     sweep arte       method=arte method.align=dpo,select method.preference_size="$PREFERENCE_SIZE" \
+                                 method.preference_candidates=$((3 * PREFERENCE_SIZE)) method.dpo.batch_size=1 \
+                                 method.dpo.accumulate=8                                        "${COMMON[@]}" "$E" ;;
       elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random \
                                  method.candidates="$ELAD_CANDIDATES"                           "${COMMON[@]}" "$EE"
                 sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" "$EE" ;;
