@@ -110,6 +110,17 @@ def test_question_parsing_and_near_duplicates():
     real = ("What has happened if you agree with someone? Answer choices: (A) asking them did we just become best "
             "friends? (B) nodding (C) become closer")  # CommonsenseQA's own: a choice with a question mark
     assert parse_question(f"Question: {real}") == real
+    # the 1.5B's own drafts at ARTE's seed 0 (96e4923): the choices on the line after the question
+    for question, choices in [
+        ("What activity do many people enjoy doing at a bath?",
+         "Answer choices: (A)Playing with toys (B) Reading books (C) Brewing tea (D) Listening to music (E) Getting a bath"),
+        ("What season is associated with autumn and连续 decrease in leaves?",
+         "Answer choices: (A) summer (B) autumn (C) winter (D) fall (E) spring")]:
+        assert parse_question(f"Question: {question} \n{choices}") == f"{question} {choices}"
+        assert parse_question(f"Question: {question}\n{choices.replace(' (', chr(10) + '(')}") == f"{question} {choices}"
+    # choices named deep in a paragraph of analysis are not the question's
+    assert parse_question("Question: Where did he land?\nWe look for a place. The options are:\n\n- (A) USA") == \
+        "Where did he land?"
     keep = QuestionFilter(["What is 12 + 7?"], ["How many apples does Sam have left?"], 0.8)
     assert keep.verdict("What is 12 + 7 ?") == "duplicate"  # a seed, reworded only in spacing
     assert keep.verdict("How many apples does sam have left") == "like_test"

@@ -32,6 +32,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 # a multiple-choice question's choices follow its question mark ("...? Answer choices: (A) plant (B) ..."),
 # and a choice may hold a question mark of its own
 _CHOICES = re.compile(r"\?.*\(A\).*\(B\)", re.DOTALL)
+_CHOICE_LINE = re.compile(r"(answer\s+)?(choices|options)\s*:|\([A-Z]\)", re.IGNORECASE)
 
 
 @dataclass
@@ -113,12 +114,17 @@ class DraftCounts:
 
 
 def parse_question(text: str) -> str | None:
-    """The question a teacher wrote: what follows ``Question:``, else its first line, up to its last
-    question mark unless answer choices follow it; None when that is not a question of at least three
-    words."""
+    """The question a teacher wrote: what follows ``Question:``, else its first line, with the lines of
+    answer choices straight after it; up to its last question mark unless answer choices follow it;
+    None when that is not a question of at least three words."""
     match = _QUESTION.search(text)
-    body = (match.group(1) if match else text).strip()
-    body = body.split("\n", 1)[0].strip().strip('"').strip()
+    first, *rest = [line.strip() for line in (match.group(1) if match else text).strip().split("\n")]
+    choices = []
+    for line in rest:  # "Answer choices: (A) ..." or "(A) ..." lines straight after the question are its own
+        if not _CHOICE_LINE.match(line):
+            break
+        choices.append(line)
+    body = " ".join([first, *choices]).strip('"').strip()
     if "?" in body and not _CHOICES.search(body):
         body = body[: body.rfind("?") + 1]
     return body if len(_WORD.findall(body.lower())) >= 3 else None
