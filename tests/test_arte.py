@@ -294,3 +294,16 @@ def test_dpo_settings_default_to_arte_yaml_and_refuse_unknown_or_mistyped_keys()
                        ({"batch_size": "two"}, "two")):
         with pytest.raises(ConfigError, match=named):
             DPOSettings.from_cfg(bad)
+
+
+def test_one_shot_batches_hold_one_demonstration_so_its_prefix_is_shared(monkeypatch):
+    import tailkd.signals.preference as preference
+
+    seen = []
+    monkeypatch.setattr(preference, "generate_texts", lambda student, batch, *a, **k: seen.append(batch) or [""] * len(batch))
+    task = chain_task()
+    demos = [Demonstration(f"What is {i} + 1?", task.target(f"{i} + 1 = {i + 1}.", str(i + 1))) for i in range(3)]
+    questions = [Example(f"p{i}", f"What is {i} + 2?", str(i + 2)) for i in range(5)]
+    preference.one_shot_correct(None, task, demos, questions, batch_size=4)
+    assert [len(b) for b in seen] == [4, 1, 4, 1, 4, 1]
+    assert all(len({p.split("\n\n")[0] for p in b}) == 1 for b in seen)  # one demonstration a batch

@@ -122,3 +122,12 @@ def test_the_gguf_conversion_counts_its_tensors_through_the_progress(off_termina
         assert list(gguf.tqdm(list(range(10)), desc="Converting and de-quantizing GGUF tensors...")) == list(range(10))
     assert gguf.tqdm is original
     assert _lines(off_terminal)[-1].startswith("converting model.gguf: 10/10 tensor (100%)")
+
+
+def test_batches_never_cross_a_group_and_cover_every_item_once():
+    items = list(range(23))
+    chunks = list(batches(items, 4, "grouped", group=10))
+    assert [len(c) for c in chunks] == [4, 4, 2, 4, 4, 2, 3]
+    assert [i for c in chunks for i in c] == items
+    assert all(len({i // 10 for i in c}) == 1 for c in chunks)
+    assert [len(c) for c in batches(items, 4, "plain")] == [4, 4, 4, 4, 4, 3]

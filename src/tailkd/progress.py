@@ -105,14 +105,18 @@ class Progress:
         self.close()
 
 
-def batches(items: Sequence[T], size: int, desc: str, unit: str = "it") -> Iterator[Sequence[T]]:
-    """``items`` in slices of ``size``; the progress advances by a slice's length once the loop body
-    that received it is done."""
+def batches(items: Sequence[T], size: int, desc: str, unit: str = "it",
+            group: int | None = None) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``, none across a multiple of ``group`` (items in runs of ``group``
+    that share a prompt prefix stay in batches that share it); the progress advances by a slice's
+    length once the loop body that received it is done."""
+    size, group = max(1, int(size)), max(1, int(group or len(items) or 1))
     with Progress(len(items), desc, unit) as progress:
-        for start in range(0, len(items), max(1, int(size))):
-            chunk = items[start:start + size]
-            yield chunk
-            progress.update(len(chunk))
+        for block in range(0, len(items), group):
+            for start in range(block, min(block + group, len(items)), size):
+                chunk = items[start:min(start + size, block + group)]
+                yield chunk
+                progress.update(len(chunk))
 
 
 def track(items: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> Iterator[T]:

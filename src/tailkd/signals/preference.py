@@ -55,10 +55,12 @@ def one_shot_prompt(task: Task, demo: Demonstration, example: Example) -> str:
 def one_shot_correct(student: Student, task: Task, demos: Sequence[Demonstration], questions: Sequence[Example],
                      *, batch_size: int, stop: Sequence[str] = (),
                      desc: str = "ARTE: one-shot answers") -> list[list[bool]]:
-    """``correct[d][q]``: shown ``demos[d]`` alone, the student answers ``questions[q]`` right (greedy)."""
+    """``correct[d][q]``: shown ``demos[d]`` alone, the student answers ``questions[q]`` right (greedy).
+    A batch holds one demonstration's prompts, so its rows share the demonstration's prefix, which
+    generation computes once (``bench/preference_scoring.py``)."""
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
     texts: list[str] = []
-    for batch in batches(prompts, batch_size, desc, unit="prompt"):
+    for batch in batches(prompts, batch_size, desc, unit="prompt", group=len(questions)):
         texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
     n = len(questions)
     return [[task.extract_answer(texts[d * n + i], q) == q.answer for i, q in enumerate(questions)]
