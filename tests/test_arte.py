@@ -141,21 +141,22 @@ class _Scripted:
     name, model, max_concurrency, batch_size, cacheable = "scripted", "scripted-1", 1, 1, False
 
     def __init__(self, drafts):
-        self.drafts, self.asked = iter(drafts), []
+        self.drafts, self.asked, self.limits = iter(drafts), [], {}
 
     def prepare(self, task, examples):
         pass
 
     def complete(self, requests):
         self.asked += [r.example_id for r in requests]
+        self.limits.update((r.example_id, r.param("max_tokens")) for r in requests)
         rationale = [r.example_id.split("-")[-1].startswith("r") for r in requests]
         return [Completion("It is cold. The answer is (A)." if is_rationale else next(self.drafts),
                            10, 10, self.model) for is_rationale in rationale]
 
 
 def _scripted_collector(drafts, budget):
-    return Collector(_Scripted(drafts), chain_task(), prompt="{{ question }}", price=Price(1.0, 1.0), budget=budget,
-                     progress=False)
+    return Collector(_Scripted(drafts), chain_task(), prompt="{{ question }}", params={"max_tokens": 32},
+                     price=Price(1.0, 1.0), budget=budget, progress=False)
 
 
 def test_a_multiple_choice_draft_without_its_choices_is_refused_and_the_kept_ones_get_every_rationale(tmp_path):
@@ -178,6 +179,20 @@ def test_a_multiple_choice_draft_without_its_choices_is_refused_and_the_kept_one
                                          wanted=3, seeds_per_prompt=2, template="{{ seeds }}", temperature=1.0,
                                          rng=random.Random(0), id_prefix="d-")
     assert len(kept) == 3 and plain_counts.no_choices == 0
+
+
+@pytest.mark.parametrize("limit, expected", [(None, 32), (384, 384)])
+def test_drafted_rationales_get_the_methods_length_limit(limit, expected, tmp_path):
+    """The strategy prompts are zero-shot: the few-shot-prompted 1.5B's max_tokens of 128 cut 76 of its
+    104 drafted rationales before their answer (ARTE seed 0 at 81e39a8)."""
+    collector = _scripted_collector([WITH.format("cats"), WITH.format("owls")], Budget(max_queries=6))
+    seen = QuestionFilter([e.question for e in MC_POOL], [], 0.8)
+    drafts, _ = _arte(num_questions=4, rationale_max_tokens=limit).draft(
+        collector, MC_POOL, seen, random.Random(0), Budget(max_queries=6),
+        lambda cap: cap.minus(collector.ledger.spent()), tmp_path)
+    limits = collector.backend.limits
+    assert {limits[f"{d.id}-r{i}"] for d in drafts for i in range(2)} == {expected}
+    assert {limits[d.id] for d in drafts} == {32}  # questions keep the teacher's limit
 
 
 def test_a_run_whose_drafts_are_all_unusable_stops_with_one_error_naming_why(tmp_path):
@@ -274,6 +289,9 @@ def test_bad_arte_settings():
         Arte(strategies=["only one"], question_prompt="q", rationale_prompt="r")
     with pytest.raises(ConfigError, match="draft_share"):
         _arte(draft_share=1.5)
+    for bad in (0, "long", True):
+        with pytest.raises(ConfigError, match="rationale_max_tokens"):
+            _arte(rationale_max_tokens=bad)
 
 
 def test_dpo_settings_default_to_arte_yaml_and_refuse_unknown_or_mistyped_keys():

@@ -54,6 +54,7 @@ class Arte:
     def __init__(self, *, strategies: Sequence[str], question_prompt: str, rationale_prompt: str,
                  name: str = "arte", align: str = "dpo", seed_questions: int = 3, num_questions: int = 250,
                  question_temperature: float = 1.0, rationale_temperature: float = 0.7,
+                 rationale_max_tokens: int | None = None,
                  dedup_threshold: float = 0.8, preference_size: int = 40, preference_selection: str = "varied",
                  preference_candidates: int = 120, preference_probes: int = 4, question_quartile: float = 0.25,
                  train_on_drafts: str = "best", max_tailored: int = 1000, draft_share: float = 0.5,
@@ -66,6 +67,9 @@ class Arte:
             (preference_size >= 1, f"method.preference_size must be >= 1 (got {preference_size})"),
             (0 < question_quartile <= 0.5, f"method.question_quartile must be in (0, 0.5] (got {question_quartile})"),
             (0 < draft_share < 1, f"method.draft_share must be in (0, 1) (got {draft_share})"),
+            (rationale_max_tokens is None or (isinstance(rationale_max_tokens, int)
+                                              and not isinstance(rationale_max_tokens, bool) and rationale_max_tokens >= 1),
+             f"method.rationale_max_tokens must be >= 1 or null (got {rationale_max_tokens})"),
             (bool(question_prompt) and bool(rationale_prompt), "method.question_prompt and method.rationale_prompt are required"),
         ]
         require(checks)
@@ -74,6 +78,7 @@ class Arte:
         self.strategies = list(strategies)
         self.question_prompt, self.rationale_prompt = question_prompt, rationale_prompt
         self.question_temperature, self.rationale_temperature = float(question_temperature), float(rationale_temperature)
+        self.rationale_max_tokens = None if rationale_max_tokens is None else int(rationale_max_tokens)
         self.dedup_threshold = float(dedup_threshold)
         self.preference_size, self.preference_selection = int(preference_size), preference_selection
         self.preference_candidates, self.preference_probes = int(preference_candidates), int(preference_probes)
@@ -186,7 +191,8 @@ class Arte:
                               f"against the task's questions (what the teacher wrote is in {run_dir / 'refused_drafts.jsonl'})")
         with collector.phase("draft_rationales"):
             draft_rationales(collector, drafts, self.strategies, template=self.rationale_prompt,
-                             temperature=self.rationale_temperature, budget=left(drafting))
+                             temperature=self.rationale_temperature, max_tokens=self.rationale_max_tokens,
+                             budget=left(drafting))
         return drafts, counts
 
     @staticmethod
@@ -260,7 +266,8 @@ class Arte:
                             d.rationales.append(DraftRationale(-1, by_id[f"{d.id}-r"]))
                 else:
                     draft_rationales(collector, fresh, [self.strategies[strategy]], template=self.rationale_prompt,
-                                     temperature=self.rationale_temperature, budget=left())
+                                     temperature=self.rationale_temperature, max_tokens=self.rationale_max_tokens,
+                                     budget=left())
             got = [(d, d.rationales[0]) for d in fresh if d.rationales]
             out += got
             if len(got) < len(fresh):  # the budget ran out part-way

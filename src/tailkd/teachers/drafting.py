@@ -228,13 +228,15 @@ def draft_questions(collector: Collector, pool: Sequence[Example], keep: Questio
 
 
 def draft_rationales(collector: Collector, drafts: Sequence[DraftQuestion], strategies: Sequence[str], *,
-                     template: str, temperature: float, budget=None) -> None:
-    """One rationale per (question, strategy), in ``draft.rationales`` (what the budget allowed)."""
+                     template: str, temperature: float, max_tokens: int | None = None, budget=None) -> None:
+    """One rationale per (question, strategy), in ``draft.rationales`` (what the budget allowed), each
+    at most ``max_tokens`` long (None: the teacher's ``max_tokens``)."""
     requests, where = [], {}
+    length = {} if max_tokens is None else {"max_tokens": int(max_tokens)}
     for draft in drafts:
         for index, strategy in enumerate(strategies):
             text = render(template, "rationale_prompt", strategy=strategy, question=draft.question)
-            request = collector.request(f"{draft.id}-r{index}", text, temperature=temperature)
+            request = collector.request(f"{draft.id}-r{index}", text, temperature=temperature, **length)
             requests.append(request)
             where[request.example_id] = (draft, index)
     for annotation in collector.buy(requests, budget=budget):
