@@ -9,7 +9,10 @@
 #             about half of its drafts so). The preference set is 20 questions of 60 candidates, not the
 #             paper's 40 of 120: each question scores every drafted and tailored example once more, the
 #             run's largest cost on a CPU. DPO takes one pair at a time, 8 accumulated (the same update in
-#             half the memory: a 151k vocabulary's logits)
+#             half the memory: a 151k vocabulary's logits). Its strategy rationales are zero-shot, so
+#             they get RATIONALE_MAX_TOKENS, not the few-shot teacher's 128 (which cut 76 of 104 before
+#             their answer). Run it alone on 24 GB: a DPO job beside another run was killed for memory
+#             when its tailored data began (docs/results.md)
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
 # TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
 # tokens an answer, docs/results.md). TEACHER=qwen-1.5b-embedded MAX_NEW_TOKENS=256 is the zero-shot 1.5B
@@ -34,6 +37,7 @@ ELAD_EPOCHS=${ELAD_EPOCHS:-}  # ELAD's epochs a round (default: _sweep.sh's elad
 ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
 PREFERENCE_SIZE=${PREFERENCE_SIZE:-20}  # ARTE's preference set, chosen among 3x as many candidates
+RATIONALE_MAX_TOKENS=${RATIONALE_MAX_TOKENS:-384}  # ARTE's drafted rationales (the zero-shot 1.5B writes ~200)
 set -euo pipefail
 # one function, read whole before it runs: editing this file during a long study cannot derail it
 main() {
@@ -50,7 +54,8 @@ main() {
       finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" "$E" ;;
       arte)     sweep arte       method=arte method.align=dpo,select method.preference_size="$PREFERENCE_SIZE" \
                                  method.preference_candidates=$((3 * PREFERENCE_SIZE)) method.dpo.batch_size=1 \
-                                 method.dpo.accumulate=8                                        "${COMMON[@]}" "$E" ;;
+                                 method.dpo.accumulate=8 method.rationale_max_tokens="$RATIONALE_MAX_TOKENS" \
+                                                                                                "${COMMON[@]}" "$E" ;;
       elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random \
                                  method.candidates="$ELAD_CANDIDATES"                           "${COMMON[@]}" "$EE"
                 sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" "$EE" ;;
