@@ -235,6 +235,18 @@ def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
     assert reference == pytest.approx(before, abs=1e-4)
 
 
+def test_the_heap_dpo_freed_goes_back_before_the_aligned_teacher_writes(tmp_path, monkeypatch):
+    import tailkd.methods.arte as arte
+    import tailkd.teachers.align as align
+
+    calls = []
+    monkeypatch.setattr(align, "dpo_align", lambda backend, pairs, settings, out, seed: calls.append(("dpo", len(pairs))) or {"dpo_pairs": len(pairs)})
+    monkeypatch.setattr(arte, "release_freed_memory", lambda: calls.append(("trim",)) or True)
+    pair = {"prompt": "p", "chosen": "a", "rejected": "b", "kind": "rationale"}
+    assert _arte().align_teacher(None, [pair, pair], tmp_path, 0) == {"dpo_pairs": 2}
+    assert calls == [("dpo", 2), ("trim",)]
+
+
 def test_smoke_run_writes_drafts_pairs_an_adapter_and_spend_by_phase(tmp_path):
     proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,6 +19,7 @@ Every teacher call is in one ledger under one budget; ``results.json`` splits th
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from tailkd.teachers.drafting import (
     draft_rationales,
 )
 from tailkd.training import TrainRecord
+from tailkd.training.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +133,7 @@ class Arte:
         aligned: dict[str, Any] = {}
         strategy = None
         if self.align == "dpo":
-            from tailkd.teachers.align import dpo_align
-
-            aligned = dpo_align(collector.backend, [_dpo(p) for p in question_pairs + rationale_pairs], self.dpo,
-                                run_dir / "teacher_adapter", seed=int(cfg.seed))
+            aligned = self.align_teacher(collector.backend, question_pairs + rationale_pairs, run_dir, int(cfg.seed))
         else:
             strategy = self.preferred_strategy(drafts)
 
@@ -221,6 +220,17 @@ class Arte:
                     "rejected": ranked[-1].annotation.text, "chosen_score": ranked[0].rank,
                     "rejected_score": ranked[-1].rank, "prompt": collector.rendered(plain)})
         return question_pairs, rationale_pairs
+
+    def align_teacher(self, backend, pairs: Sequence[Mapping[str, Any]], run_dir: Path, seed: int) -> dict[str, Any]:
+        """DPO on the preference pairs; the adapter goes to ``run_dir/teacher_adapter``."""
+        from tailkd.teachers.align import dpo_align
+
+        aligned = dpo_align(backend, [_dpo(p) for p in pairs], self.dpo, run_dir / "teacher_adapter", seed=seed)
+        # DPO's freed activations (over a 151k vocabulary) stay in glibc's heap: a DPO job beside another
+        # run was OOM-killed on 24 GB as the aligned teacher began to write (docs/results.md)
+        gc.collect()
+        release_freed_memory()
+        return aligned
 
     def preferred_strategy(self, drafts: Sequence[DraftQuestion]) -> int:
         """The strategy whose rationales taught the student best on average (ties: the first)."""
