@@ -41,7 +41,7 @@ TRAINER_NUMBERS = {
     "pl.num_sanity_val_steps": Num(integer=True, low=-1, null=True),
 }
 METHOD_NUMBERS = {"warmup_fraction": SHARE, "steps_of_tail": Num(low=0, high=1, open_high=True, null=True),
-                  "steps_of_elad": OPTIONAL_POSITIVE_INT}
+                  "steps_of_elad": OPTIONAL_POSITIVE_INT, "rationale_max_tokens": OPTIONAL_POSITIVE_INT}
 
 
 def run_hydra_cli(name: str, main: Callable[[], object]) -> None:

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from tailkd.errors import ConfigError
 from tailkd.methods import pipeline
-from tailkd.settings import require
+from tailkd.settings import OPTIONAL_POSITIVE_INT, require
 from tailkd.signals.preference import Demonstration, one_shot_scores, preference_set, shuffled
 from tailkd.teachers import Budget
 from tailkd.teachers.align import DPOSettings
@@ -69,9 +69,8 @@ class Arte:
             (preference_size >= 1, f"method.preference_size must be >= 1 (got {preference_size})"),
             (0 < question_quartile <= 0.5, f"method.question_quartile must be in (0, 0.5] (got {question_quartile})"),
             (0 < draft_share < 1, f"method.draft_share must be in (0, 1) (got {draft_share})"),
-            (rationale_max_tokens is None or (isinstance(rationale_max_tokens, int)
-                                              and not isinstance(rationale_max_tokens, bool) and rationale_max_tokens >= 1),
-             f"method.rationale_max_tokens must be >= 1 or null (got {rationale_max_tokens})"),
+            (OPTIONAL_POSITIVE_INT.accepts(rationale_max_tokens),
+             f"method.rationale_max_tokens must be {OPTIONAL_POSITIVE_INT.describe()} (got {rationale_max_tokens!r})"),
             (bool(question_prompt) and bool(rationale_prompt), "method.question_prompt and method.rationale_prompt are required"),
         ]
         require(checks)
@@ -80,7 +79,7 @@ class Arte:
         self.strategies = list(strategies)
         self.question_prompt, self.rationale_prompt = question_prompt, rationale_prompt
         self.question_temperature, self.rationale_temperature = float(question_temperature), float(rationale_temperature)
-        self.rationale_max_tokens = None if rationale_max_tokens is None else int(rationale_max_tokens)
+        self.rationale_max_tokens = rationale_max_tokens
         self.dedup_threshold = float(dedup_threshold)
         self.preference_size, self.preference_selection = int(preference_size), preference_selection
         self.preference_candidates, self.preference_probes = int(preference_candidates), int(preference_probes)
