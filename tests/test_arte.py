@@ -13,6 +13,7 @@ import torch
 from tailkd.errors import ConfigError
 from tailkd.methods.arte import Arte
 from tailkd.models import generate_texts
+from tailkd.signals.cache import SignalCache
 from tailkd.signals.preference import Demonstration, Preference, one_shot_prompt, one_shot_scores
 from tailkd.tasks import Example
 from tailkd.teachers import Budget
@@ -248,8 +249,16 @@ def test_the_heap_dpo_freed_goes_back_before_the_aligned_teacher_writes(tmp_path
 
 
 def test_smoke_run_writes_drafts_pairs_an_adapter_and_spend_by_phase(tmp_path):
-    proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv")
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    select = train(tmp_path / "select", "experiment=smoke", "method=arte", "method.align=select", "logger=csv", cache)
+    assert select.returncode == 0, select.stderr[-3000:]
+    proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv", cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the same seed drafts the same questions for the same student: dpo reads select's one-shot scores back
+    log = proc.stdout + proc.stderr
+    assert "one_shot_texts from the cache" in log and "answer_logprobs from the cache" in log
+    assert "ARTE: one-shot answers" not in log and "ARTE: choosing the preference set" not in log
+    assert _jsonl(tmp_path / "drafts.jsonl") == _jsonl(tmp_path / "select" / "drafts.jsonl")
     results = json.loads((tmp_path / "results.json").read_text())
     drafts = _jsonl(tmp_path / "drafts.jsonl")
     assert results["method"] == "arte" and results["align"] == "dpo" and len(drafts) == results["drafted"] == 8
@@ -324,6 +333,25 @@ def test_dpo_settings_default_to_arte_yaml_and_refuse_unknown_or_mistyped_keys()
                        ({"batch_size": "two"}, "two")):
         with pytest.raises(ConfigError, match=named):
             DPOSettings.from_cfg(bad)
+
+
+def test_one_shot_scores_come_back_from_the_cache_for_the_same_weights_only(tmp_path, monkeypatch):
+    import tailkd.signals.preference as preference
+
+    task = chain_task()
+    questions = [Example(f"p{i}", f"What is {i} + 2?", str(i + 2)) for i in range(3)]
+    demos = [Demonstration("What is 1 + 1?", task.target("1 + 1 = 2.", "2")), Demonstration("What is 3 + 3?", " 6")]
+    student = tiny_student(init_seed=4)
+    score = lambda s, cache: one_shot_scores(s, task, demos, questions, batch_size=4, stop=task.until, cache=cache)  # noqa: E731
+    first = score(student, SignalCache(tmp_path))
+    generated, scored = [], []
+    real_generate, real_logprobs = preference.generate_texts, preference.continuation_logprobs
+    monkeypatch.setattr(preference, "generate_texts", lambda *a, **k: generated.append(1) or real_generate(*a, **k))
+    monkeypatch.setattr(preference, "continuation_logprobs", lambda *a, **k: scored.append(1) or real_logprobs(*a, **k))
+    again = SignalCache(tmp_path)
+    assert score(student, again) == first and again.hits == 2 and not generated and not scored
+    other = SignalCache(tmp_path)
+    assert score(tiny_student(init_seed=5), other) != first and other.hits == 0 and generated and scored
 
 
 def test_one_shot_batches_hold_one_demonstration_so_its_prefix_is_shared(monkeypatch):

@@ -94,7 +94,7 @@ class SignalsConfig:
     floor: float = setting("use=weight: the lowest combined score still weighs this much")
     filter_threshold: float = setting("use=filter: the share of annotations dropped")
     select_candidates: int | None = setting("use=select: how many unbought questions are sampled (null: all)")
-    cache: bool = setting("reuse the raw signals of an identical warmed-up student")
+    cache: bool = setting("reuse the raw signals (TAiL) and one-shot scores (ARTE) of an identical student")
 
 
 @dataclass

@@ -115,13 +115,15 @@ class Arte:
 
         # 3. the student's preferences
         demos = [(d, r) for d in drafts for r in d.rationales]
+        cache = pipeline.signal_cache(cfg, student, trainer)
         with pipeline.inference(cfg, student, trainer):
             candidates = shuffled(data.train, int(cfg.seed))[: max(self.preference_candidates, self.preference_size)]
             probes = [self._demo(data.task, d, r) for d, r in rng.sample(demos, min(self.preference_probes, len(demos)))]
             prefs = preference_set(student, data.task, candidates, probes, size=self.preference_size,
-                                   selection=self.preference_selection, batch_size=cfg.trainer.eval_batch_size, stop=stop)
+                                   selection=self.preference_selection, batch_size=cfg.trainer.eval_batch_size, stop=stop,
+                                   cache=cache)
             scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in demos], prefs,
-                                     batch_size=cfg.trainer.eval_batch_size, stop=stop)
+                                     batch_size=cfg.trainer.eval_batch_size, stop=stop, cache=cache)
         for (_, rationale), score in zip(demos, scores):
             rationale.preference = score
         pipeline.write_jsonl(run_dir / "drafts.jsonl", (d.to_row() for d in drafts))
@@ -141,7 +143,7 @@ class Arte:
         pipeline.write_jsonl(run_dir / "refused_drafts.jsonl", counts.refused + tailored_counts.refused)
         with pipeline.inference(cfg, student, trainer):
             tailored_scores = one_shot_scores(student, data.task, [self._demo(data.task, d, r) for d, r in tailored],
-                                              prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop)
+                                              prefs, batch_size=cfg.trainer.eval_batch_size, stop=stop, cache=cache)
         pipeline.write_jsonl(run_dir / "tailored.jsonl", ({"id": d.id, "question": d.question, "text": r.annotation.text,
                                                     "answer": r.annotation.answer, "score": s.accuracy,
                                                     "likelihood": s.likelihood}

@@ -30,6 +30,7 @@ from tailkd.methods.annotate import (  # noqa: F401  (re-exported: recipes use p
 from tailkd.models import Student, load_student
 from tailkd.models.save import save_student
 from tailkd.provenance import provenance
+from tailkd.signals.cache import SignalCache
 from tailkd.tasks import Example, TaskData
 from tailkd.training import DistillDataModule, DistillModule, Encoder, TrainRecord
 from tailkd.training.checkpoints import Checkpoints, fingerprint
@@ -310,6 +311,16 @@ def keep_student(cfg: DictConfig, student: Student, run_dir: Path, results: dict
         return
     save_student(student, run_dir / "student", results=results, config=OmegaConf.to_container(cfg, resolve=True),
                  merge_lora=bool(cfg.student.get("merge_lora", False)))
+
+
+def signal_cache(cfg: DictConfig, student: Student, trainer=None) -> SignalCache:
+    """What an identical student computed before, shared across a sweep and found again by a rerun
+    (``signals.cache``): TAiL's raw signals, ARTE's one-shot scores."""
+    if not cfg.signals.get("cache", True):
+        return SignalCache(None)
+    device = inference_device(trainer) if trainer is not None else student.model.device
+    context = {"precision": str(cfg.trainer.pl.get("precision")), "device": str(device.type)}
+    return SignalCache(cache_dir(cfg) / "signals", context)
 
 
 def inference_precision(cfg: DictConfig, student: Student):

@@ -130,7 +130,7 @@ class Tail:
         candidates, others = rest[:n], rest[n:]
         with pipeline.inference(run.cfg, student, trainer):
             samples = from_rank_zero(sample_questions(student, run.data.task, candidates, settings, decoding,
-                                                      int(run.cfg.seed), _signal_cache(run.cfg, student, trainer),
+                                                      int(run.cfg.seed), pipeline.signal_cache(run.cfg, student, trainer),
                                                       desc="select: sampling the candidates"))
         shares = {e.id: summarise(samples[e.id].answers).majority_share for e in candidates}
         ordered = sorted(candidates, key=lambda e: shares[e.id])  # stable
@@ -148,7 +148,7 @@ class Tail:
         if {"ta_student", "ta_teacher"} & set(settings.enabled):
             ta = build_ta(OmegaConf.to_container(cfg.ta, resolve=True), data.task, pipeline.cache_dir(cfg), pipeline.training_texts(data),
                           device=pipeline.inference_device(trainer))
-        cache = _signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
+        cache = pipeline.signal_cache(cfg, student, trainer) if settings.enabled else SignalCache(None)
         with pipeline.inference(cfg, student, trainer):
             measured = measure_signals(settings, student, ta, data.task, annotations, pipeline.examples_by_id(data.train),
                                        decoding=decoding, seed=int(cfg.seed), cache=cache, sampled=sampled)
@@ -195,11 +195,3 @@ class Selection:
                         tied, len(self.shares), cutoff, swappable, len(chosen))
         return {"select_bought_by_order": swappable / len(chosen), "select_cutoff_tie": tied / len(self.shares)}
 
-
-def _signal_cache(cfg, student, trainer=None) -> SignalCache:
-    """Raw signals of an identical warmed-up student, shared across a sweep (``signals.cache``)."""
-    if not cfg.signals.get("cache", True):
-        return SignalCache(None)
-    device = pipeline.inference_device(trainer) if trainer is not None else student.model.device
-    context = {"precision": str(cfg.trainer.pl.get("precision")), "device": str(device.type)}
-    return SignalCache(pipeline.cache_dir(cfg) / "signals", context)

@@ -5,7 +5,9 @@ warm-up annotations); its sampled answers, its greedy outputs and the TA's score
 too. Each is stored under a hash of everything that determines it: the weights themselves (a
 fingerprint of the state dict, so a warm-up that differs in any way misses), the prompts, the
 decoding settings and the precision. One JSON file per entry, written atomically: parallel jobs
-never read half a file, at worst they compute the same entry twice.
+never read half a file, at worst they compute the same entry twice. ARTE's one-shot scores
+(:mod:`.preference`) are stored the same way: its ``align=dpo`` and ``align=select`` at one seed score
+the same drafts with the same student.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from tailkd.models.generation import eval_mode
 from tailkd.models.logprobs import token_logprobs
 from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
+from tailkd.signals.cache import SignalCache
 from tailkd.tasks import Example, Task
 
 SELECTIONS = ("varied", "random")
@@ -53,29 +54,44 @@ def one_shot_prompt(task: Task, demo: Demonstration, example: Example) -> str:
 
 
 def one_shot_correct(student: Student, task: Task, demos: Sequence[Demonstration], questions: Sequence[Example],
-                     *, batch_size: int, stop: Sequence[str] = (),
+                     *, batch_size: int, stop: Sequence[str] = (), cache: SignalCache | None = None,
                      desc: str = "ARTE: one-shot answers") -> list[list[bool]]:
     """``correct[d][q]``: shown ``demos[d]`` alone, the student answers ``questions[q]`` right (greedy).
     A batch holds one demonstration's prompts, so its rows share the demonstration's prefix, which
-    generation computes once (``bench/preference_scoring.py``)."""
+    generation computes once (``bench/preference_scoring.py``). The texts are cached (``cache``), the
+    answers extracted now."""
+    cache = cache or SignalCache(None)
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
-    texts: list[str] = []
-    for batch in batches(prompts, batch_size, desc, unit="prompt", group=len(questions)):
-        texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
+
+    def generate() -> list[str]:
+        texts: list[str] = []
+        for batch in batches(prompts, batch_size, desc, unit="prompt", group=len(questions)):
+            texts += generate_texts(student, batch, task.max_new_tokens, stop=stop)
+        return texts
+
+    # the batch size is in the key: a row's greedy tokens can change with the rows padded beside it
+    key = {"model": cache.model_id(student.model), "prompts": prompts, "max_new_tokens": task.max_new_tokens,
+           "stop": list(stop), "batch_size": batch_size, "group": len(questions)} if cache.folder else {}
+    texts = cache.fetch("one_shot_texts", key, generate)
     n = len(questions)
     return [[task.extract_answer(texts[d * n + i], q) == q.answer for i, q in enumerate(questions)]
             for d in range(len(demos))]
 
 
 def one_shot_scores(student: Student, task: Task, demos: Sequence[Demonstration], questions: Sequence[Example],
-                    *, batch_size: int, stop: Sequence[str] = ()) -> list[Preference]:
-    """Each demonstration's :class:`Preference` on ``questions``."""
+                    *, batch_size: int, stop: Sequence[str] = (), cache: SignalCache | None = None) -> list[Preference]:
+    """Each demonstration's :class:`Preference` on ``questions``. With a ``cache``, a rerun (or ARTE's
+    other ``align`` at the same seed: the same drafts and student) reads both passes back."""
     if not demos:
         return []
-    correct = one_shot_correct(student, task, demos, questions, batch_size=batch_size, stop=stop)
+    cache = cache or SignalCache(None)
+    correct = one_shot_correct(student, task, demos, questions, batch_size=batch_size, stop=stop, cache=cache)
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
     answers = [" " + task.answer_target(q.answer).strip() for _ in demos for q in questions]
-    logps = continuation_logprobs(student, prompts, answers, batch_size=batch_size)
+    key = {"model": cache.model_id(student.model), "prompts": prompts, "continuations": answers,
+           "batch_size": batch_size} if cache.folder else {}
+    logps = cache.fetch("answer_logprobs", key,
+                        lambda: continuation_logprobs(student, prompts, answers, batch_size=batch_size))
     n = len(questions)
     return [Preference(sum(row) / n if n else 0.0, sum(logps[d * n:(d + 1) * n]) / n if n else 0.0)
             for d, row in enumerate(correct)]
@@ -125,13 +141,14 @@ def _seq2seq_logprobs(model, tok, pieces) -> list[float]:
 
 
 def preference_set(student: Student, task: Task, candidates: Sequence[Example], probes: Sequence[Demonstration],
-                   *, size: int, selection: str, batch_size: int, stop: Sequence[str] = ()) -> list[Example]:
+                   *, size: int, selection: str, batch_size: int, stop: Sequence[str] = (),
+                   cache: SignalCache | None = None) -> list[Example]:
     """``size`` questions of ``candidates`` (already in a seeded random order)."""
     if selection not in SELECTIONS:
         raise ConfigError(f"method.preference_selection={selection!r} is unknown; choose one of {list(SELECTIONS)}")
     if selection == "random" or not probes or len(candidates) <= size:
         return list(candidates[:size])
-    correct = one_shot_correct(student, task, probes, candidates, batch_size=batch_size, stop=stop,
+    correct = one_shot_correct(student, task, probes, candidates, batch_size=batch_size, stop=stop, cache=cache,
                                desc="ARTE: choosing the preference set")
     shares = [sum(row[i] for row in correct) / len(correct) for i in range(len(candidates))]
     order = sorted(range(len(candidates)), key=lambda i: -shares[i] * (1 - shares[i]))  # stable: ties keep order
