@@ -236,12 +236,53 @@ def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
     assert reference == pytest.approx(before, abs=1e-4)
 
 
+def test_a_rerun_restores_the_dpo_adapter_a_killed_run_left_and_trains_again_on_other_pairs(tmp_path, monkeypatch):
+    import trl
+
+    from tailkd.tasks import load_task_data
+    from tailkd.teachers.align import DPOSettings, dpo_align, margins
+    from tailkd.teachers.backends.hf_local import HFLocalBackend
+
+    from helpers import task_cfg
+
+    data = load_task_data(task_cfg(train_size=20, test_size=2))
+
+    def teacher():  # a rerun is a new process: the teacher is built again from its source
+        backend = HFLocalBackend({"model": "tiny-teacher", "source": "tiny", "init_seed": 3, "vocab_size": 400,
+                                  "size": {"hidden_size": 32, "num_layers": 2, "num_heads": 4}})
+        backend.prepare(data.task, data.train)
+        return backend
+
+    pairs = [{"prompt": f"Question: {e.question}\nAnswer:", "chosen": f" {e.rationale} The answer is {e.answer}.",
+              "rejected": " I do not know."} for e in data.train[:8]]
+    settings = DPOSettings.from_cfg({"lr": 5e-3, "epochs": 2, "batch_size": 4, "accumulate": 1, "lora": {"r": 4, "alpha": 8}})
+    killed = teacher()
+    first = dpo_align(killed, pairs, settings, tmp_path / "run1" / "adapter", seed=0, saved=tmp_path / "dpo")
+    assert first["dpo_restored"] is False and (tmp_path / "dpo" / "dpo.json").is_file()
+
+    class Refused:
+        def __init__(self, *a, **k):
+            raise AssertionError("DPO trained again")
+
+    monkeypatch.setattr(trl, "DPOTrainer", Refused)
+    rerun = teacher()
+    again = dpo_align(rerun, pairs, settings, tmp_path / "run2" / "adapter", seed=0, saved=tmp_path / "dpo")
+    assert again == {**first, "dpo_restored": True}
+    assert rerun.identity == killed.identity  # the aligned teacher's cached answers are found again
+    assert (tmp_path / "run2" / "adapter" / "adapter_model.safetensors").is_file()
+    assert margins(rerun.student.model, rerun.student.tokenizer, pairs) == pytest.approx(
+        margins(killed.student.model, killed.student.tokenizer, pairs), abs=1e-4)
+    monkeypatch.undo()
+    other = dpo_align(teacher(), pairs[:6], settings, tmp_path / "run3" / "adapter", seed=0, saved=tmp_path / "dpo")
+    assert other["dpo_restored"] is False and other["dpo_pairs"] == 6
+
+
 def test_the_heap_dpo_freed_goes_back_before_the_aligned_teacher_writes(tmp_path, monkeypatch):
     import tailkd.methods.arte as arte
     import tailkd.teachers.align as align
 
     calls = []
-    monkeypatch.setattr(align, "dpo_align", lambda backend, pairs, settings, out, seed: calls.append(("dpo", len(pairs))) or {"dpo_pairs": len(pairs)})
+    monkeypatch.setattr(align, "dpo_align", lambda backend, pairs, settings, out, seed, saved: calls.append(("dpo", len(pairs))) or {"dpo_pairs": len(pairs)})
     monkeypatch.setattr(arte, "release_freed_memory", lambda: calls.append(("trim",)) or True)
     pair = {"prompt": "p", "chosen": "a", "rejected": "b", "kind": "rationale"}
     assert _arte().align_teacher(None, [pair, pair], tmp_path, 0) == {"dpo_pairs": 2}

@@ -163,3 +163,17 @@ def test_releasing_freed_memory_is_a_no_op_without_glibc(monkeypatch):
 
     monkeypatch.setattr(memory, "_malloc_trim", lambda: None)  # macOS, musl: no malloc_trim
     assert memory.release_freed_memory() is False
+
+
+def test_a_stage_outside_training_is_found_by_a_rerun_and_emptied_by_resume_false(tmp_path):
+    from tailkd.training.checkpoints import Checkpoints
+
+    killed = Checkpoints(tmp_path / "ckpt", None, tmp_path / "a")
+    (killed.stage_folder("dpo") / "dpo.json").write_text("{}")
+    killed._lock.close()  # a killed run's lock goes with its process
+    rerun = Checkpoints(tmp_path / "ckpt", None, tmp_path / "b")
+    assert rerun.resumed_from == str(tmp_path / "a") and (rerun.stage_folder("dpo") / "dpo.json").is_file()
+    rerun._lock.close()
+    fresh = Checkpoints(tmp_path / "ckpt", None, tmp_path / "c", fresh=True)
+    assert fresh.resumed_from is None and not any(fresh.stage_folder("dpo").iterdir())
+    assert Checkpoints(None, None, tmp_path / "d").stage_folder("dpo") is None

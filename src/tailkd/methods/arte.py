@@ -134,7 +134,8 @@ class Arte:
         aligned: dict[str, Any] = {}
         strategy = None
         if self.align == "dpo":
-            aligned = self.align_teacher(collector.backend, question_pairs + rationale_pairs, run_dir, int(cfg.seed))
+            aligned = self.align_teacher(collector.backend, question_pairs + rationale_pairs, run_dir, int(cfg.seed),
+                                         saved=run.checkpoints.stage_folder("dpo"))
         else:
             strategy = self.preferred_strategy(drafts)
 
@@ -222,11 +223,14 @@ class Arte:
                     "rejected_score": ranked[-1].rank, "prompt": collector.rendered(plain)})
         return question_pairs, rationale_pairs
 
-    def align_teacher(self, backend, pairs: Sequence[Mapping[str, Any]], run_dir: Path, seed: int) -> dict[str, Any]:
-        """DPO on the preference pairs; the adapter goes to ``run_dir/teacher_adapter``."""
+    def align_teacher(self, backend, pairs: Sequence[Mapping[str, Any]], run_dir: Path, seed: int,
+                      saved: Path | None = None) -> dict[str, Any]:
+        """DPO on the preference pairs; the adapter goes to ``run_dir/teacher_adapter``, and to ``saved``
+        (the run's checkpoints), from which a rerun of a killed run restores it."""
         from tailkd.teachers.align import dpo_align
 
-        aligned = dpo_align(backend, [_dpo(p) for p in pairs], self.dpo, run_dir / "teacher_adapter", seed=seed)
+        aligned = dpo_align(backend, [_dpo(p) for p in pairs], self.dpo, run_dir / "teacher_adapter", seed=seed,
+                            saved=saved)
         # DPO's freed activations (over a 151k vocabulary) stay in glibc's heap: a DPO job beside another
         # run was OOM-killed on 24 GB as the aligned teacher began to write (docs/results.md)
         gc.collect()

@@ -9,10 +9,12 @@ mistaken for the base teacher's.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from tailkd.models.logprobs import token_logprobs
 from tailkd.progress import Progress, track
 
 log = logging.getLogger(__name__)
+
+DONE = "dpo.json"  # in a rerun's folder (``saved``): the adapter's key and figures, written after the adapter
 
 
 @dataclass(frozen=True)
@@ -136,17 +140,59 @@ def adapter_fingerprint(model) -> str:
 
 
 def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, out_dir: Path,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, saved: Path | None = None) -> dict[str, Any]:
     """Trains a LoRA adapter on the teacher of ``backend`` (hf_local) with DPO on ``pairs``
     (``prompt``/``chosen``/``rejected`` strings), saves it to ``out_dir`` and makes the backend generate
-    with it. Returns the mean margin before and after, and the training figures."""
+    with it. Returns the mean margin before and after, and the training figures. ``saved`` (the run's
+    checkpoint folder for this stage) keeps the adapter and figures for a rerun of a killed run, which
+    restores them when the teacher, pairs, settings and seed are the same."""
+    if not pairs:
+        raise ConfigError("DPO got no preference pairs: too few drafts were scored apart (raise method.num_questions)")
+    key = _stage_key(backend.identity, pairs, settings, seed)
+    done = Path(saved) / DONE if saved is not None else None
+    if done is not None and done.is_file():
+        stage = json.loads(done.read_text())
+        if stage.get("key") == key:
+            return _restore(backend, Path(saved), out_dir, stage["results"])
+        log.warning("DPO: the adapter in %s was trained on other pairs or settings; training it again", saved)
+        done.unlink()
+    results = _train(backend, pairs, settings, out_dir, seed)
+    if done is not None:
+        backend.student.model.save_pretrained(saved)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "results": results}))
+        os.replace(tmp, done)  # last, so a run killed while saving trains again rather than reading half an adapter
+    return {**results, "dpo_restored": False}
+
+
+def _stage_key(identity: str, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, seed: int) -> str:
+    blob = json.dumps({"teacher": identity, "pairs": [dict(p) for p in pairs], "settings": asdict(settings),
+                       "seed": int(seed)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _restore(backend, saved: Path, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    from peft import PeftModel
+
+    teacher = backend.student
+    policy = PeftModel.from_pretrained(teacher.model, str(saved))
+    policy.eval()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out_dir)
+    teacher.tokenizer.save_pretrained(out_dir)
+    backend.use_adapter(policy, adapter_fingerprint(policy))
+    log.info("DPO finished before this rerun: its adapter is restored from %s (mean margin %.3f -> %.3f)",
+             saved, results["dpo_margin_before"], results["dpo_margin_after"])
+    return {**results, "dpo_restored": True}
+
+
+def _train(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, out_dir: Path,
+           seed: int) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    if not pairs:
-        raise ConfigError("DPO got no preference pairs: too few drafts were scored apart (raise method.num_questions)")
     teacher = backend.student
     model, tokenizer = teacher.model, teacher.tokenizer
     before = margins(model, tokenizer, pairs, "DPO: margins before")  # before TRL wraps the model in place

@@ -6,7 +6,8 @@ what is trained; not where outputs go, how it logs or how many threads it uses),
 finds them; ``resume=PATH`` finds them through the config of the run in PATH. Each training stage
 (``trainer.fit`` call) has a sub-folder: ``last.ckpt`` every ``trainer.checkpoint_every_n_steps``
 optimiser steps (model, optimiser, schedule, loop position, RNG), and ``done.ckpt`` (weights and
-RNG) once the stage ended, so a resumed run skips finished stages. Everything before training
+RNG) once the stage ended, so a resumed run skips finished stages. A stage outside Lightning (ARTE's
+DPO) keeps its result in a sub-folder of its own (:meth:`Checkpoints.stage_folder`). Everything before training
 (teacher answers, signals) is recomputed from the teacher and signal caches; each checkpoint records a
 digest of the records its stage trained on, and a stage whose records came out different (a request
 that failed before and succeeded now) is trained again from its start rather than continued. The folder is deleted when the run finishes; a lock keeps two live runs of one config from
@@ -120,11 +121,12 @@ class Checkpoints:
             self.folder = None
             return
         self._lock = lock
+        stages = [p for p in self.folder.iterdir() if p.is_dir()]
         if fresh:  # resume=false: an earlier run's checkpoints go, under the lock (never a live run's)
-            for path in self.folder.rglob("*.ckpt"):
-                path.unlink()
+            for stage in stages:
+                shutil.rmtree(stage)
         owner = self.folder / "run.json"
-        if owner.exists() and any(p.suffix == ".ckpt" for p in self.folder.rglob("*.ckpt")):
+        if owner.exists() and any(p.is_file() for stage in stages if stage.exists() for p in stage.iterdir()):
             self.resumed_from = json.loads(owner.read_text()).get("run_dir")
             log.info("resuming from the checkpoints in %s (left by %s)", self.folder, self.resumed_from)
             if self.resumed_from and Path(self.resumed_from).is_dir() and Path(self.resumed_from) != Path(run_dir):
@@ -180,6 +182,15 @@ class Checkpoints:
         _atomic_save(trainer, done, weights_only=True)
         last.unlink(missing_ok=True)
         return Fitted(int(trainer.global_step), restored)
+
+    def stage_folder(self, stage: str) -> Path | None:
+        """Where a stage outside ``trainer.fit`` (ARTE's DPO) keeps what a rerun restores instead of
+        recomputing (``resume=false`` empties it, as it deletes checkpoints). None when checkpoints are off."""
+        if self.folder is None:
+            return None
+        folder = self.folder / stage
+        folder.mkdir(exist_ok=True)
+        return folder
 
     def finish(self) -> None:
         """The run ended: its checkpoints are no longer needed."""
