@@ -28,3 +28,7 @@ sweep() {
 # train again on everything bought so far (1/3 + 2/3 + 3/3 of the budget: twice the data), so half the
 # epochs; its control, finetune_equal_steps_elad, counts the steps the same way
 elad_epochs() { echo $(($1 / 2 > 0 ? $1 / 2 : 1)); }
+
+# ELAD's candidates a round for a study whose largest budget is $1 queries: a round buys among them only, so
+# at least a round's share of it (3 rounds), and 200 (enough to rank by uncertainty at smaller budgets)
+elad_candidates() { local share=$((($1 + 2) / 3)); echo $((share > 200 ? share : 200)); }

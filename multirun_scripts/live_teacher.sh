@@ -34,7 +34,7 @@ PARTS=${PARTS:-"finetune arte elad"}
 TEACHER=${TEACHER:-qwen-1.5b-embedded-csqa-fewshot}
 EPOCHS=${EPOCHS:-4}  # as the testbed's (multirun_scripts/testbed.sh): 2 leave the 135M student under-trained
 ELAD_EPOCHS=${ELAD_EPOCHS:-}  # ELAD's epochs a round (default: _sweep.sh's elad_epochs of EPOCHS)
-ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
+ELAD_CANDIDATES=${ELAD_CANDIDATES:-}   # questions ELAD scores a round (default: _sweep.sh's elad_candidates of the largest budget)
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-}  # the student's generation limit (the task's 128 by default)
 PREFERENCE_SIZE=${PREFERENCE_SIZE:-20}  # ARTE's preference set, chosen among 3x as many candidates
 RATIONALE_MAX_TOKENS=${RATIONALE_MAX_TOKENS:-384}  # ARTE's drafted rationales (the zero-shot 1.5B writes ~200)
@@ -44,6 +44,7 @@ main() {
   [ -d "$DATA" ] || { echo "no $DATA: set DATA to the commonsense_qa_palm folder (its questions)" >&2; exit 2; }
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" live_teacher "$@"
+  LARGEST=$BUDGET
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
           teacher="$TEACHER" teacher.dtype=bfloat16 teacher.batch_size=16
           budget.max_queries="$BUDGET" seed="$SEEDS" trainer.eval_before=false logger=csv)
@@ -57,7 +58,7 @@ main() {
                                  method.dpo.accumulate=8 method.rationale_max_tokens="$RATIONALE_MAX_TOKENS" \
                                                                                                 "${COMMON[@]}" "$E" ;;
       elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random \
-                                 method.candidates="$ELAD_CANDIDATES"                           "${COMMON[@]}" "$EE"
+                                 method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$LARGEST")}"                           "${COMMON[@]}" "$EE"
                 sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (finetune arte elad)" >&2; exit 2 ;;
     esac

@@ -30,7 +30,7 @@ K=${K:-4}                 # self-consistency samples per question
 TA=${TA:-qwen2.5-coder-0.5b-embedded}
 SIGNALS=${SIGNALS:-none,sc,ta_student,ta_teacher,all,oracle}
 SELECT_CANDIDATES=${SELECT_CANDIDATES:-300}
-ELAD_CANDIDATES=${ELAD_CANDIDATES:-200}   # questions ELAD scores a round: at least a round's share of the budget
+ELAD_CANDIDATES=${ELAD_CANDIDATES:-}   # questions ELAD scores a round (default: _sweep.sh's elad_candidates of the largest budget)
 ORACLES=${ORACLES:-finetune,finetune_oracle,finetune_gold}
 PARTS=${PARTS:-"curve"}
 TEACHER=${TEACHER:-palm}  # palm: DATA's teacher.jsonl replayed; else a teacher config, collected per seed
@@ -57,6 +57,7 @@ main() {
   fi
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" testbed "$@"
+  LARGEST=$(tr , '\n' <<<"$BUDGETS" | sort -n | tail -1)
   local replay="$DATA/teacher.jsonl"
   if [ "$TEACHER" != palm ]; then
     case $SWEEP_DIR in /*) ;; *) SWEEP_DIR=$PWD/$SWEEP_DIR ;; esac
@@ -83,7 +84,7 @@ main() {
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" "$E" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" "$E" ;;
       # tested once, after the last round: the rounds' tests were half of an ELAD run's time on a CPU
-      elad)        sweep elad        method=elad method.revision=false method.candidates="$ELAD_CANDIDATES" \
+      elad)        sweep elad        method=elad method.revision=false method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$LARGEST")}" \
                                      method.test_every_round=false "${COMMON[@]}" "$EE"
                    sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;

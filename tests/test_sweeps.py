@@ -173,3 +173,20 @@ def test_testbed_refuses_parts_that_choose_beyond_another_teachers_collection(tm
                           env={**os.environ, "TEACHER": "qwen-1.5b-embedded", "PARTS": "elad",
                                "TAILKD_COLLECT": "true", "DATA": str(tmp_path)})
     assert proc.returncode == 2 and "PARTS=elad chooses questions beyond the collected ones" in proc.stderr
+
+
+@pytest.mark.parametrize("script, env_vars", [("testbed.sh", {"BUDGETS": "100,300,1000"}),
+                                              ("live_teacher.sh", {"BUDGET": "1000"})])
+def test_elad_scores_at_least_a_rounds_share_of_the_largest_budget(script, env_vars, tmp_path):
+    """A round buys among its candidates only: 200 of them cannot spend a third of 1000 queries."""
+    data, log = tmp_path / "data", tmp_path / "sweeps.jsonl"
+    data.mkdir()
+    (data / "teacher.jsonl").write_text("")
+    env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}",
+           "DATA": str(data), "PARTS": "elad", "SEEDS": "0", **env_vars}
+    env.pop("ELAD_CANDIDATES", None)
+    proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / script), f"hydra.sweep.dir={tmp_path / 'study'}"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    elad = [s for s in map(json.loads, log.read_text().splitlines()) if s["dims"]["method"] == ["elad"]]
+    assert elad and {c for s in elad for c in s["dims"]["method.candidates"]} == {"334"}
