@@ -395,6 +395,26 @@ def test_one_shot_scores_come_back_from_the_cache_for_the_same_weights_only(tmp_
     assert score(tiny_student(init_seed=5), other) != first and other.hits == 0 and generated and scored
 
 
+def test_answer_likelihoods_compute_a_demonstration_once_and_match_the_prompt_by_prompt_pass(monkeypatch):
+    from tailkd.signals.preference import continuation_logprobs
+
+    student, task = tiny_student(init_seed=4), chain_task()
+    long_rationale = " ".join(f"{i} + 1 = {i + 1}." for i in range(12))  # a drafted rationale's length
+    demos = [Demonstration(f"What is {d} + 12?", task.target(long_rationale, str(d + 12))) for d in range(2)]
+    questions = [Example(f"p{i}", f"What is {i} + {i * 7}?", str(8 * i)) for i in range(5)]
+    prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
+    answers = [" " + task.answer_target(q.answer).strip() for _ in demos for q in questions]
+    alone = [continuation_logprobs(student, [p], [a], batch_size=1)[0] for p, a in zip(prompts, answers)]
+    rows = []
+    forward = student.model.forward
+    monkeypatch.setattr(student.model, "forward", lambda *a, **k: rows.append(k["input_ids"].shape) or forward(*a, **k))
+    shared = continuation_logprobs(student, prompts, answers, batch_size=8, group=len(questions))
+    assert shared == pytest.approx(alone, abs=1e-4)
+    demo_tokens = len(student.tokenizer(task.prompt_for(demos[0].question) + demos[0].target)["input_ids"])
+    # per batch: the demonstration alone, then each row's question and answer after it
+    assert [r[0] for r in rows] == [1, 5, 1, 5] and rows[0][1] >= demo_tokens and rows[1][1] < demo_tokens
+
+
 def test_one_shot_batches_hold_one_demonstration_so_its_prefix_is_shared(monkeypatch):
     import tailkd.signals.preference as preference
 

@@ -161,7 +161,7 @@ def decode_causal(student: Student, prompts: Sequence[str], max_new_tokens: int,
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    cache_arg = _cache_argument(model)
+    cache_arg = cache_argument(model)
     logits, mask, positions = _prefill(model, tokenizer, prompts, cache, cache_arg, share_prefix)
     cache.batch_repeat_interleave(per_prompt)
     logits = logits.repeat_interleave(per_prompt, dim=0)
@@ -203,9 +203,19 @@ def _prefill(model, tokenizer, prompts: Sequence[str], cache, cache_arg: str,
     real tokens only, so each row sees what it sees unshared (the same numbers, up to the rounding of
     two passes instead of one)."""
     ids = tokenizer(list(prompts))["input_ids"]
-    shared = _common_prefix(ids) if share_prefix and len(ids) > 1 else 0
-    shared = min(shared, min(map(len, ids)) - 1)  # every row keeps a token to compute its logits on
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    logits, mask, positions = prefill_ids(model, ids, pad, cache, cache_arg, share_prefix=share_prefix)
+    return logits[:, -1], mask, positions
+
+
+def prefill_ids(model, ids: Sequence[list[int]], pad: int, cache, cache_arg: str, *, share_prefix: bool = True,
+                keep: int = 1, shareable: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_prefill` on token ids: the logits of each row's last ``keep`` positions, which are
+    computed in the rows' own pass, never in the shared prefix's (``shareable``: how many tokens of each
+    row may be shared at most; default all but the last ``keep``)."""
+    shareable = shareable if shareable is not None else [len(row) - keep for row in ids]
+    shared = _common_prefix(ids) if share_prefix and len(ids) > 1 else 0
+    shared = min(shared, *shareable)
     if shared < MIN_SHARED_TOKENS:
         shared = 0
     else:
@@ -219,7 +229,7 @@ def _prefill(model, tokenizer, prompts: Sequence[str], cache, cache_arg: str,
     mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rest], device=model.device)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, shared:]
     logits = model(input_ids=suffix, attention_mask=mask, position_ids=positions, use_cache=True,
-                   logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+                   logits_to_keep=keep, **{cache_arg: cache}).logits[:, -keep:]
     return logits, mask, positions
 
 
@@ -287,7 +297,7 @@ class NextTokens:
         return drawn.clamp_(max=cumulative.shape[1] - 1)
 
 
-def _cache_argument(model: torch.nn.Module) -> str:
+def cache_argument(model: torch.nn.Module) -> str:
     """The forward's keyword for the KV cache: transformers 5 renamed ``past_key_values`` to ``cache``
     (a PEFT model passes it on to its base model, whose signature tells)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -19,7 +19,7 @@ import torch
 
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
-from tailkd.models.generation import eval_mode
+from tailkd.models.generation import cache_argument, eval_mode, prefill_ids
 from tailkd.models.logprobs import token_logprobs
 from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
@@ -88,41 +88,48 @@ def one_shot_scores(student: Student, task: Task, demos: Sequence[Demonstration]
     correct = one_shot_correct(student, task, demos, questions, batch_size=batch_size, stop=stop, cache=cache)
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
     answers = [" " + task.answer_target(q.answer).strip() for _ in demos for q in questions]
-    key = {"model": cache.model_id(student.model), "prompts": prompts, "continuations": answers,
-           "batch_size": batch_size} if cache.folder else {}
-    logps = cache.fetch("answer_logprobs", key,
-                        lambda: continuation_logprobs(student, prompts, answers, batch_size=batch_size))
     n = len(questions)
+    key = {"model": cache.model_id(student.model), "prompts": prompts, "continuations": answers,
+           "batch_size": batch_size, "group": n, "share_prefix": True} if cache.folder else {}
+    logps = cache.fetch("answer_logprobs", key,
+                        lambda: continuation_logprobs(student, prompts, answers, batch_size=batch_size, group=n))
     return [Preference(sum(row) / n if n else 0.0, sum(logps[d * n:(d + 1) * n]) / n if n else 0.0)
             for d, row in enumerate(correct)]
 
 
 @torch.no_grad()
 def continuation_logprobs(student: Student, prompts: Sequence[str], continuations: Sequence[str], *,
-                          batch_size: int) -> list[float]:
-    """log p(continuation | prompt) under the student, one teacher-forced pass per batch. A decoder
-    reads left-padded rows (positions counted from each row's first real token) and keeps the logits of
-    the last few positions only: the continuations end every row, and a vocabulary of 50k-150k entries
-    times every position of 32 one-shot prompts would cost gigabytes. An encoder-decoder reads the
-    prompt and scores the continuation as its target."""
+                          batch_size: int, group: int | None = None, share_prefix: bool = True) -> list[float]:
+    """log p(continuation | prompt) under the student, one teacher-forced pass per batch. ``group``: a
+    batch holds prompts of one group (consecutive runs of that many) only, as :func:`one_shot_correct`'s
+    do. A decoder computes the tokens every prompt of a batch begins with (``share_prefix``: a one-shot
+    prompt's demonstration, most of it) once, then each row's rest after it, left-padded, with positions
+    counted from each row's first real token; it keeps the logits of the last few positions only: the
+    continuations end every row, and a vocabulary of 50k-150k entries times every position of 32
+    one-shot prompts would cost gigabytes. An encoder-decoder reads the prompt and scores the
+    continuation as its target."""
     tok, model = student.tokenizer, student.model
     out: list[float] = []
     pairs = list(zip(prompts, continuations))
     with eval_mode(model):
-        for batch in batches(pairs, batch_size, "ARTE: answer likelihoods", unit="prompt"):
+        for batch in batches(pairs, batch_size, "ARTE: answer likelihoods", unit="prompt", group=group):
             pieces = [(tok(p, add_special_tokens=True)["input_ids"], tok(c, add_special_tokens=False)["input_ids"])
                       for p, c in batch]
-            out += _causal_logprobs(model, tok, pieces) if student.is_causal else _seq2seq_logprobs(model, tok, pieces)
+            out += _causal_logprobs(model, tok, pieces, share_prefix) if student.is_causal else \
+                _seq2seq_logprobs(model, tok, pieces)
     return out
 
 
-def _causal_logprobs(model, tok, pieces) -> list[float]:
-    seqs = [p + c for p, c in pieces]
+def _causal_logprobs(model, tok, pieces, share_prefix: bool) -> list[float]:
+    from transformers import DynamicCache
+
     keep = max(len(c) for _, c in pieces) + 1
-    ids, mask = padded(seqs, tok.pad_token_id, left=True), attention_mask(seqs, left=True)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                   position_ids=positions.to(model.device), logits_to_keep=keep).logits[:, -keep:].float().cpu()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    # a row's prompt keeps its last token out of the shared prefix: its logits predict the continuation
+    logits, _, _ = prefill_ids(model, [p + c for p, c in pieces], pad, DynamicCache(config=model.config),
+                               cache_argument(model), share_prefix=share_prefix, keep=keep,
+                               shareable=[len(p) - 1 for p, _ in pieces])
+    logits = logits.float().cpu()
     out = []
     for i, (_, c) in enumerate(pieces):
         # the kept logits at k-1-len(c) .. k-2 predict the continuation's tokens
