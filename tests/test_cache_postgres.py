@@ -25,7 +25,7 @@ import pytest
 from tailkd.teachers.backends.protocol import Completion
 from tailkd.teachers.cache import open_cache
 
-from test_teacher_openai import collect_cli, finish, jsonl, openai_overrides
+from test_teacher_openai import PATIENT_CLIENT, collect_cli, finish, jsonl, openai_overrides
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[dev]')")
 
@@ -205,11 +205,13 @@ def test_two_jobs_pay_once_for_the_same_questions(fake, api_key, tmp_path, pg_ur
     server = fake(latency_s=0.15)
     cache_dir = tmp_path / "cache"
     overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=24", "teacher.max_concurrency=4",
-                                 f"paths.cache_url='{pg_url}'")
+                                 f"paths.cache_url='{pg_url}'", PATIENT_CLIENT)
     procs = [collect_cli(tmp_path / f"job{i}", cache_dir, *overrides) for i in range(2)]
     [finish(p) for p in procs]
     results = [json.loads((tmp_path / f"job{i}" / "results.json").read_text()) for i in range(2)]
     assert [r["num_annotations"] for r in results] == [24, 24]
+    retried = [e for i in range(2) for e in jsonl(tmp_path / f"job{i}" / "ledger.jsonl") if e.get("attempts", 1) > 1]
+    assert not retried, f"a request was retried, so the server saw it twice: {retried}"
     assert server.wait_quiet() == 24 == len(set(server.prompts())), "a question was paid for twice"
     assert sum(r["teacher_cache_hits"] for r in results) == 24
     texts = [sorted((a["example_id"], a["text"]) for a in jsonl(tmp_path / f"job{i}" / "annotations.jsonl"))

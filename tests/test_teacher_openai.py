@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 GSM8K_SAMPLE = REPO.parent / "shared" / "data" / "gsm8k" / "test_sample.jsonl"
 FAST = {"max_attempts": 5, "base_delay_s": 0.01, "max_delay_s": 0.05}
 FAST_OVERRIDES = ["teacher.retry.base_delay_s=0.01", "teacher.retry.max_delay_s=0.05", "teacher.timeout_s=0.5"]
+# for tests that count the requests the server saw: FAST_OVERRIDES' 0.5 s, on a machine busy enough to hold
+# an answer of 0.15-0.3 s back that long, made a retry that the server counted as a second request
+PATIENT_CLIENT = "teacher.timeout_s=30"
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------
@@ -260,7 +263,8 @@ def test_acceptance_gsm8k_from_a_data_dir(fake, api_key, tmp_path):
 def test_crash_and_resume_pays_nothing_twice(fake, api_key, tmp_path):
     server = fake(latency_s=0.3)
     cache = tmp_path / "cache"
-    overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=30", "teacher.max_concurrency=4")
+    overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=30", "teacher.max_concurrency=4",
+                                 PATIENT_CLIENT)
     ledger1 = tmp_path / "run1" / "ledger.jsonl"
     proc = collect_cli(tmp_path / "run1", cache, *overrides)
     try:
@@ -332,7 +336,8 @@ def test_parallel_jobs_pay_once_for_the_same_questions(fake, api_key, tmp_path):
     request is sent by one of them, the other is served its answer from the shared cache."""
     server = fake(latency_s=0.15)
     cache = tmp_path / "cache"
-    overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=24", "teacher.max_concurrency=4")
+    overrides = openai_overrides(server, "task=chain_sum", "budget.max_queries=24", "teacher.max_concurrency=4",
+                                 PATIENT_CLIENT)
     procs = [collect_cli(tmp_path / f"job{i}", cache, *overrides) for i in range(2)]
     outs = [finish(p) for p in procs]
     results = [json.loads((tmp_path / f"job{i}" / "results.json").read_text()) for i in range(2)]
