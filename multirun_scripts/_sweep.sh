@@ -29,6 +29,13 @@ sweep() {
 # epochs; its control, finetune_equal_steps_elad, counts the steps the same way
 elad_epochs() { echo $(($1 / 2 > 0 ? $1 / 2 : 1)); }
 
-# ELAD's candidates a round for a study whose largest budget is $1 queries: a round buys among them only, so
-# at least a round's share of it (3 rounds), and 200 (enough to rank by uncertainty at smaller budgets)
-elad_candidates() { local share=$((($1 + 2) / 3)); echo $((share > 200 ? share : 200)); }
+# ELAD's candidates a round for a study whose budgets are $1 (queries, comma-separated) over $2 rounds
+# (conf/method/elad.yaml's 3 unless given): a round buys among them only, so at least a round's share of
+# the largest, and 200 (enough to rank by uncertainty at smaller budgets; the studies before this default,
+# at budget 300, used 200)
+elad_candidates() {
+  local largest rounds=${2:-3} share
+  largest=$(tr , '\n' <<<"$1" | sort -n | tail -1)
+  share=$(((largest + rounds - 1) / rounds))
+  echo $((share > 200 ? share : 200))
+}

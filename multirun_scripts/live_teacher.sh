@@ -44,7 +44,6 @@ main() {
   [ -d "$DATA" ] || { echo "no $DATA: set DATA to the commonsense_qa_palm folder (its questions)" >&2; exit 2; }
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" live_teacher "$@"
-  LARGEST=$BUDGET
   COMMON=(task=commonsense_qa task.data_dir="$DATA" task.train_size=null task.test_size="$TEST_SIZE"
           teacher="$TEACHER" teacher.dtype=bfloat16 teacher.batch_size=16
           budget.max_queries="$BUDGET" seed="$SEEDS" trainer.eval_before=false logger=csv)
@@ -58,7 +57,7 @@ main() {
                                  method.dpo.accumulate=8 method.rationale_max_tokens="$RATIONALE_MAX_TOKENS" \
                                                                                                 "${COMMON[@]}" "$E" ;;
       elad)     sweep elad       method=elad method.revision=true,false method.selection=elad,random \
-                                 method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$LARGEST")}"                           "${COMMON[@]}" "$EE"
+                                 method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$BUDGET")}"                           "${COMMON[@]}" "$EE"
                 sweep elad_steps method=finetune_equal_steps_elad                               "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (finetune arte elad)" >&2; exit 2 ;;
     esac

@@ -57,7 +57,6 @@ main() {
   fi
   DATA=$(cd "$DATA" && pwd)   # Hydra changes into each job's folder
   source "$(dirname "$0")/_sweep.sh" testbed "$@"
-  LARGEST=$(tr , '\n' <<<"$BUDGETS" | sort -n | tail -1)
   local replay="$DATA/teacher.jsonl"
   if [ "$TEACHER" != palm ]; then
     case $SWEEP_DIR in /*) ;; *) SWEEP_DIR=$PWD/$SWEEP_DIR ;; esac
@@ -84,7 +83,7 @@ main() {
       tail_filter) sweep tail_filter "${TAIL[@]}" signals=all signals.use=filter           "${COMMON[@]}" "$E" ;;
       tail_select) sweep tail_select "${TAIL[@]}" signals=select signals.select_candidates="$SELECT_CANDIDATES" "${COMMON[@]}" "$E" ;;
       # tested once, after the last round: the rounds' tests were half of an ELAD run's time on a CPU
-      elad)        sweep elad        method=elad method.revision=false method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$LARGEST")}" \
+      elad)        sweep elad        method=elad method.revision=false method.candidates="${ELAD_CANDIDATES:-$(elad_candidates "$BUDGETS")}" \
                                      method.test_every_round=false "${COMMON[@]}" "$EE"
                    sweep elad_steps  method=finetune_equal_steps_elad                     "${COMMON[@]}" "$EE" ;;
       *) echo "unknown part $part (curve steps tail_weight tail_filter tail_select elad)" >&2; exit 2 ;;

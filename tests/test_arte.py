@@ -17,6 +17,7 @@ from tailkd.signals.cache import SignalCache
 from tailkd.signals.preference import Demonstration, Preference, one_shot_prompt, one_shot_scores
 from tailkd.tasks import Example
 from tailkd.teachers import Budget
+from tailkd.teachers.align import DONE
 from tailkd.teachers.annotation import Annotation
 from tailkd.teachers.backends import Completion
 from tailkd.teachers.collect import Collector
@@ -28,6 +29,7 @@ from tailkd.teachers.drafting import (
     parse_question,
 )
 from tailkd.teachers.pricing import Price
+from tailkd.training.checkpoints import STAGE_DONE
 
 from helpers import chain_task, tiny_student
 from test_cli import _jsonl, train
@@ -258,7 +260,7 @@ def test_a_rerun_restores_the_dpo_adapter_a_killed_run_left_and_trains_again_on_
     settings = DPOSettings.from_cfg({"lr": 5e-3, "epochs": 2, "batch_size": 4, "accumulate": 1, "lora": {"r": 4, "alpha": 8}})
     killed = teacher()
     first = dpo_align(killed, pairs, settings, tmp_path / "run1" / "adapter", seed=0, saved=tmp_path / "dpo")
-    assert first["dpo_restored"] is False and (tmp_path / "dpo" / "dpo.json").is_file()
+    assert first["dpo_restored"] is False and (tmp_path / "dpo" / "done.json").is_file()
 
     class Refused:
         def __init__(self, *a, **k):
@@ -275,6 +277,19 @@ def test_a_rerun_restores_the_dpo_adapter_a_killed_run_left_and_trains_again_on_
     monkeypatch.undo()
     other = dpo_align(teacher(), pairs[:6], settings, tmp_path / "run3" / "adapter", seed=0, saved=tmp_path / "dpo")
     assert other["dpo_restored"] is False and other["dpo_pairs"] == 6
+    # an adapter that is not the one its record names, or cannot be read, is trained again, not trusted
+    done = tmp_path / "dpo" / DONE
+    done.write_text(json.dumps({**json.loads(done.read_text()), "fingerprint": "another"}))
+    retrained = teacher()
+    assert dpo_align(retrained, pairs[:6], settings, tmp_path / "run4", seed=0, saved=tmp_path / "dpo")["dpo_restored"] is False
+    assert sum("lora_A" in n for n, _ in retrained.student.model.named_modules()) == \
+        sum("lora_A" in n for n, _ in rerun.student.model.named_modules())  # one adapter, not a second over the first
+    (tmp_path / "dpo" / "adapter_model.safetensors").write_bytes(b"half an adapter")
+    assert dpo_align(teacher(), pairs[:6], settings, tmp_path / "run5", seed=0, saved=tmp_path / "dpo")["dpo_restored"] is False
+
+
+def test_the_stage_record_dpo_writes_is_the_one_checkpoints_look_for():
+    assert DONE == STAGE_DONE
 
 
 def test_the_heap_dpo_freed_goes_back_before_the_aligned_teacher_writes(tmp_path, monkeypatch):
@@ -296,11 +311,11 @@ def test_smoke_run_writes_drafts_pairs_an_adapter_and_spend_by_phase(tmp_path):
     proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv", cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the same seed drafts the same questions for the same student: dpo reads select's one-shot scores back
-    log = proc.stdout + proc.stderr
-    assert "one_shot_texts from the cache" in log and "answer_logprobs from the cache" in log
-    assert "ARTE: one-shot answers" not in log and "ARTE: choosing the preference set" not in log
-    assert _jsonl(tmp_path / "drafts.jsonl") == _jsonl(tmp_path / "select" / "drafts.jsonl")
+    # (the preference set's answers, the drafts' answers and likelihoods), not the aligned teacher's new data's
     results = json.loads((tmp_path / "results.json").read_text())
+    assert json.loads((tmp_path / "select" / "results.json").read_text())["signal_cache_hits"] == 0
+    assert results["signal_cache_hits"] == 3
+    assert _jsonl(tmp_path / "drafts.jsonl") == _jsonl(tmp_path / "select" / "drafts.jsonl")
     drafts = _jsonl(tmp_path / "drafts.jsonl")
     assert results["method"] == "arte" and results["align"] == "dpo" and len(drafts) == results["drafted"] == 8
     assert all(len(d["rationales"]) == 4 and all(r["score"] is not None for r in d["rationales"]) for d in drafts)

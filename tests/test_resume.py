@@ -166,13 +166,17 @@ def test_releasing_freed_memory_is_a_no_op_without_glibc(monkeypatch):
 
 
 def test_a_stage_outside_training_is_found_by_a_rerun_and_emptied_by_resume_false(tmp_path):
-    from tailkd.training.checkpoints import Checkpoints
+    from tailkd.training.checkpoints import STAGE_DONE, Checkpoints
 
     killed = Checkpoints(tmp_path / "ckpt", None, tmp_path / "a")
-    (killed.stage_folder("dpo") / "dpo.json").write_text("{}")
+    (killed.stage_folder("dpo") / "adapter_model.safetensors").write_text("half")
     killed._lock.close()  # a killed run's lock goes with its process
+    saving = Checkpoints(tmp_path / "ckpt", None, tmp_path / "a")
+    assert saving.resumed_from is None  # killed while saving: nothing to restore
+    (saving.stage_folder("dpo") / STAGE_DONE).write_text("{}")
+    saving._lock.close()
     rerun = Checkpoints(tmp_path / "ckpt", None, tmp_path / "b")
-    assert rerun.resumed_from == str(tmp_path / "a") and (rerun.stage_folder("dpo") / "dpo.json").is_file()
+    assert rerun.resumed_from == str(tmp_path / "a") and (rerun.stage_folder("dpo") / STAGE_DONE).is_file()
     rerun._lock.close()
     fresh = Checkpoints(tmp_path / "ckpt", None, tmp_path / "c", fresh=True)
     assert fresh.resumed_from is None and not any(fresh.stage_folder("dpo").iterdir())

@@ -166,6 +166,7 @@ class Arte:
             drafted=len(drafts),
             draft_rationales=sum(len(d.rationales) for d in drafts), tailored=len(tailored),
             preference_set_size=len(prefs), question_pairs=len(question_pairs), rationale_pairs=len(rationale_pairs),
+            signal_cache_hits=cache.hits,
             preference_accuracy_drafts=_mean([p.accuracy for p in scores]),
             preference_accuracy_tailored=_mean([p.accuracy for p in tailored_scores]), **aligned,
         )

@@ -195,24 +195,29 @@ MIN_SHARED_TOKENS = 16
 
 def _prefill(model, tokenizer, prompts: Sequence[str], cache, cache_arg: str,
              share_prefix: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The prompts' pass: each row's last logits, its attention mask and positions, the prompts' keys
-    and values left in ``cache``. With ``share_prefix``, the longest run of tokens every prompt begins
-    with (a few-shot teacher's instruction and exemplars, a chat template's system turn: most of a
-    few-shot prompt) is computed once and its cache copied to every row; the rest of each prompt follows
-    it, left-padded: ``[prefix][padding][suffix]``, the padding masked out and the positions counting
-    real tokens only, so each row sees what it sees unshared (the same numbers, up to the rounding of
-    two passes instead of one)."""
+    """:func:`prefill_ids` of the tokenised prompts, each row's last logits."""
     ids = tokenizer(list(prompts))["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    logits, mask, positions = prefill_ids(model, ids, pad, cache, cache_arg, share_prefix=share_prefix)
+    logits, mask, positions = prefill_ids(model, ids, pad_id(tokenizer), cache, cache_arg, share_prefix=share_prefix)
     return logits[:, -1], mask, positions
 
 
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def prefill_ids(model, ids: Sequence[list[int]], pad: int, cache, cache_arg: str, *, share_prefix: bool = True,
-                keep: int = 1, shareable: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_prefill` on token ids: the logits of each row's last ``keep`` positions, which are
-    computed in the rows' own pass, never in the shared prefix's (``shareable``: how many tokens of each
-    row may be shared at most; default all but the last ``keep``)."""
+                keep: int = 1, shareable: Sequence[int] | None = None,
+                keep_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows' pass: the logits of the last ``keep`` columns, the attention mask and positions, the
+    keys and values left in ``cache`` (``keep_cache=False``: only what the shared prefix needs). With
+    ``share_prefix``, the longest run of tokens every row begins with (a few-shot teacher's instruction
+    and exemplars, a one-shot prompt's demonstration, a chat template's system turn) is computed once and
+    its cache copied to every row; the rest of each row follows it, left-padded: ``[prefix][padding]
+    [suffix]``, the padding masked out and the positions counting real tokens only, so each row sees what
+    it sees unshared (the same numbers, up to the rounding of two passes instead of one). ``shareable``:
+    how many of each row's tokens the prefix may take at most (default all but the last ``keep``); the
+    rest are computed in the rows' own pass, so a row with fewer than ``keep`` there has padding at the
+    front of its columns."""
     shareable = shareable if shareable is not None else [len(row) - keep for row in ids]
     shared = _common_prefix(ids) if share_prefix and len(ids) > 1 else 0
     shared = min(shared, *shareable)
@@ -228,8 +233,9 @@ def prefill_ids(model, ids: Sequence[list[int]], pad: int, cache, cache_arg: str
     suffix = torch.tensor([[pad] * (width - len(r)) + r for r in rest], device=model.device)
     mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rest], device=model.device)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, shared:]
-    logits = model(input_ids=suffix, attention_mask=mask, position_ids=positions, use_cache=True,
-                   logits_to_keep=keep, **{cache_arg: cache}).logits[:, -keep:]
+    cached = {"use_cache": True, cache_arg: cache} if keep_cache or shared else {"use_cache": False}
+    logits = model(input_ids=suffix, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
+                   **cached).logits[:, -keep:]
     return logits, mask, positions
 
 

@@ -19,7 +19,7 @@ import torch
 
 from tailkd.errors import ConfigError
 from tailkd.models import Student, generate_texts
-from tailkd.models.generation import cache_argument, eval_mode, prefill_ids
+from tailkd.models.generation import cache_argument, eval_mode, pad_id, prefill_ids
 from tailkd.models.logprobs import token_logprobs
 from tailkd.models.padding import attention_mask, padded
 from tailkd.progress import batches
@@ -88,11 +88,11 @@ def one_shot_scores(student: Student, task: Task, demos: Sequence[Demonstration]
     correct = one_shot_correct(student, task, demos, questions, batch_size=batch_size, stop=stop, cache=cache)
     prompts = [one_shot_prompt(task, d, q) for d in demos for q in questions]
     answers = [" " + task.answer_target(q.answer).strip() for _ in demos for q in questions]
-    n = len(questions)
+    n, share = len(questions), True
     key = {"model": cache.model_id(student.model), "prompts": prompts, "continuations": answers,
-           "batch_size": batch_size, "group": n, "share_prefix": True} if cache.folder else {}
-    logps = cache.fetch("answer_logprobs", key,
-                        lambda: continuation_logprobs(student, prompts, answers, batch_size=batch_size, group=n))
+           "batch_size": batch_size, "group": n, "share_prefix": share} if cache.folder else {}
+    logps = cache.fetch("answer_logprobs", key, lambda: continuation_logprobs(
+        student, prompts, answers, batch_size=batch_size, group=n, share_prefix=share))
     return [Preference(sum(row) / n if n else 0.0, sum(logps[d * n:(d + 1) * n]) / n if n else 0.0)
             for d, row in enumerate(correct)]
 
@@ -124,11 +124,10 @@ def _causal_logprobs(model, tok, pieces, share_prefix: bool) -> list[float]:
     from transformers import DynamicCache
 
     keep = max(len(c) for _, c in pieces) + 1
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     # a row's prompt keeps its last token out of the shared prefix: its logits predict the continuation
-    logits, _, _ = prefill_ids(model, [p + c for p, c in pieces], pad, DynamicCache(config=model.config),
+    logits, _, _ = prefill_ids(model, [p + c for p, c in pieces], pad_id(tok), DynamicCache(config=model.config),
                                cache_argument(model), share_prefix=share_prefix, keep=keep,
-                               shareable=[len(p) - 1 for p, _ in pieces])
+                               shareable=[len(p) - 1 for p, _ in pieces], keep_cache=False)
     logits = logits.float().cpu()
     out = []
     for i, (_, c) in enumerate(pieces):

@@ -26,7 +26,9 @@ from tailkd.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
-DONE = "dpo.json"  # in a rerun's folder (``saved``): the adapter's key and figures, written after the adapter
+# in ``saved``, after the adapter: its inputs' key, fingerprint and figures. training.checkpoints.STAGE_DONE,
+# which teachers cannot import (one layer); a test holds the two equal
+DONE = "done.json"
 
 
 @dataclass(frozen=True)
@@ -149,20 +151,22 @@ def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings
     if not pairs:
         raise ConfigError("DPO got no preference pairs: too few drafts were scored apart (raise method.num_questions)")
     key = _stage_key(backend.identity, pairs, settings, seed)
-    done = Path(saved) / DONE if saved is not None else None
-    if done is not None and done.is_file():
-        stage = json.loads(done.read_text())
-        if stage.get("key") == key:
-            return _restore(backend, Path(saved), out_dir, stage["results"])
-        log.warning("DPO: the adapter in %s was trained on other pairs or settings; training it again", saved)
-        done.unlink()
-    results = _train(backend, pairs, settings, out_dir, seed)
-    if done is not None:
-        backend.student.model.save_pretrained(saved)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "results": results}))
-        os.replace(tmp, done)  # last, so a run killed while saving trains again rather than reading half an adapter
-    return {**results, "dpo_restored": False}
+    restored = _restore(backend.student.model, Path(saved), key) if saved is not None else None
+    policy, results = restored or _train(backend.student, pairs, settings, seed)
+    tokenizer = backend.student.tokenizer
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    fingerprint = adapter_fingerprint(policy)
+    backend.use_adapter(policy, fingerprint)
+    if saved is not None and restored is None:
+        policy.save_pretrained(saved)
+        tmp = Path(saved) / f"{DONE}.tmp"
+        tmp.write_text(json.dumps({"key": key, "fingerprint": fingerprint, "results": results}))
+        os.replace(tmp, Path(saved) / DONE)  # last: a run killed while saving trains again, never reads half an adapter
+    log.info("DPO on %d pairs%s: mean margin %.3f -> %.3f", len(pairs), " (restored)" if restored else "",
+             results["dpo_margin_before"], results["dpo_margin_after"])
+    return {**results, "dpo_restored": restored is not None}
 
 
 def _stage_key(identity: str, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, seed: int) -> str:
@@ -171,29 +175,42 @@ def _stage_key(identity: str, pairs: Sequence[Mapping[str, str]], settings: DPOS
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _restore(backend, saved: Path, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+def _restore(model, saved: Path, key: str):
+    """(the policy, its figures) from the adapter a killed run left in ``saved``, if it was trained on
+    these inputs and reads back whole; else None (and the folder's record is dropped: DPO trains again)."""
     from peft import PeftModel
+    from safetensors.torch import load_file
 
-    teacher = backend.student
-    policy = PeftModel.from_pretrained(teacher.model, str(saved))
-    policy.eval()
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(out_dir)
-    teacher.tokenizer.save_pretrained(out_dir)
-    backend.use_adapter(policy, adapter_fingerprint(policy))
-    log.info("DPO finished before this rerun: its adapter is restored from %s (mean margin %.3f -> %.3f)",
-             saved, results["dpo_margin_before"], results["dpo_margin_after"])
-    return {**results, "dpo_restored": True}
+    done = saved / DONE
+    if not done.is_file():
+        return None
+    why = None
+    try:
+        stage = json.loads(done.read_text())
+        if stage.get("key") != key:
+            why = "it was trained on other pairs, settings or seed"
+        else:
+            load_file(saved / "adapter_model.safetensors")  # readable, before it changes the teacher
+            policy = PeftModel.from_pretrained(model, str(saved))
+            if adapter_fingerprint(policy) == stage.get("fingerprint"):
+                policy.eval()
+                return policy, stage["results"]
+            policy.unload()  # the LoRA layers out of the teacher again
+            why = "its weights are not the ones trained"
+    except Exception as err:  # damaged or partial files, whatever the reader raises
+        why = f"it cannot be read ({type(err).__name__}: {err})"
+    log.warning("DPO: the adapter in %s is not restored, %s; training it again", saved, why)
+    done.unlink(missing_ok=True)
+    return None
 
 
-def _train(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, out_dir: Path,
-           seed: int) -> dict[str, Any]:
+def _train(teacher, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, seed: int):
+    """(the policy: the teacher with its trained adapter, its figures)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    teacher = backend.student
     model, tokenizer = teacher.model, teacher.tokenizer
     before = margins(model, tokenizer, pairs, "DPO: margins before")  # before TRL wraps the model in place
     lora = settings.lora
@@ -215,14 +232,10 @@ def _train(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings, o
     policy = trainer.model
     policy.eval()
     after = margins(policy, tokenizer, pairs, "DPO: margins after")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    backend.use_adapter(policy, adapter_fingerprint(policy))
-    log.info("DPO on %d pairs: mean margin %.3f -> %.3f", len(pairs), _mean(before), _mean(after))
-    return {"dpo_pairs": len(pairs), "dpo_steps": int(result.global_step), "dpo_loss": float(result.training_loss),
-            "dpo_margin_before": _mean(before), "dpo_margin_after": _mean(after),
-            "dpo_reward_accuracy_last": history[-1].get("rewards/accuracies") if history else None}
+    return policy, {"dpo_pairs": len(pairs), "dpo_steps": int(result.global_step),
+                    "dpo_loss": float(result.training_loss), "dpo_margin_before": _mean(before),
+                    "dpo_margin_after": _mean(after),
+                    "dpo_reward_accuracy_last": history[-1].get("rewards/accuracies") if history else None}
 
 
 def _mean(values: Sequence[float]) -> float:

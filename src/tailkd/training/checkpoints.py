@@ -35,6 +35,8 @@ from tailkd.training.memory import ReleaseFreedMemory, release_freed_memory
 log = logging.getLogger(__name__)
 
 # settings that change neither the data nor the training: a run differing only in these resumes
+# a stage outside trainer.fit (ARTE's DPO) writes this last into its stage folder, once what it keeps is whole
+STAGE_DONE = "done.json"
 NOT_IN_FINGERPRINT = ("resume", "logger", "hydra", "paths", "trainer.num_threads", "trainer.checkpoint_every_n_steps",
                       "trainer.save_student", "trainer.pl.enable_progress_bar", "trainer.pl.log_every_n_steps",
                       "student.merge_lora")
@@ -126,7 +128,9 @@ class Checkpoints:
             for stage in stages:
                 shutil.rmtree(stage)
         owner = self.folder / "run.json"
-        if owner.exists() and any(p.is_file() for stage in stages if stage.exists() for p in stage.iterdir()):
+        # what a rerun restores: a checkpoint, or a stage outside training that finished (not a half-written file)
+        if owner.exists() and any(any(stage.glob("*.ckpt")) or (stage / STAGE_DONE).is_file()
+                                  for stage in stages if stage.exists()):
             self.resumed_from = json.loads(owner.read_text()).get("run_dir")
             log.info("resuming from the checkpoints in %s (left by %s)", self.folder, self.resumed_from)
             if self.resumed_from and Path(self.resumed_from).is_dir() and Path(self.resumed_from) != Path(run_dir):
@@ -185,7 +189,8 @@ class Checkpoints:
 
     def stage_folder(self, stage: str) -> Path | None:
         """Where a stage outside ``trainer.fit`` (ARTE's DPO) keeps what a rerun restores instead of
-        recomputing (``resume=false`` empties it, as it deletes checkpoints). None when checkpoints are off."""
+        recomputing, :data:`STAGE_DONE` last (``resume=false`` empties it, as it deletes checkpoints). None
+        when checkpoints are off."""
         if self.folder is None:
             return None
         folder = self.folder / stage
