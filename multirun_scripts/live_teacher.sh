@@ -4,7 +4,8 @@
 # questions, at equal spend per seed. Its answers are cached (paths.cache_dir), so every method that asks
 # the same question pays compute once.
 #   finetune: finetune and finetune_oracle on the teacher's answers to the task's own questions
-#   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred; a
+#   arte:     ARTE aligning the teacher with DPO vs selecting the strategy the student preferred vs
+#             neither (none: DPO's control, the unaligned teacher under the aligned one's prompt); a
 #             drafted question without the choices its seed questions list is refused (the 1.5B writes
 #             about half of its drafts so). The preference set is 20 questions of 60 candidates, not the
 #             paper's 40 of 120: each question scores every drafted and tailored example once more, the
@@ -52,7 +53,7 @@ main() {
   for part in $PARTS; do
     case $part in
       finetune) sweep finetune   method=finetune,finetune_oracle                                "${COMMON[@]}" "$E" ;;
-      arte)     sweep arte       method=arte method.align=dpo,select method.preference_size="$PREFERENCE_SIZE" \
+      arte)     sweep arte       method=arte method.align=dpo,select,none method.preference_size="$PREFERENCE_SIZE" \
                                  method.preference_candidates=$((3 * PREFERENCE_SIZE)) method.dpo.batch_size=1 \
                                  method.dpo.accumulate=8 method.rationale_max_tokens="$RATIONALE_MAX_TOKENS" \
                                                                                                 "${COMMON[@]}" "$E" ;;

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tailkd.errors import ConfigError
 from tailkd.methods.arte import Arte
@@ -357,6 +359,24 @@ def test_select_with_an_api_teacher_and_dpo_refused_before_anything_is_bought(fa
     # the tailored rationales were asked under the strategy the student preferred
     tailored_prompts = [p for p in server.prompts() if "Write one new question" not in p][-results["tailored"]:]
     assert len({p.split(" Answer the question")[0] for p in tailored_prompts}) == 1
+
+
+def test_align_none_keeps_the_teacher_and_writes_the_tailored_data_under_its_own_prompt(fake, api_key, tmp_path):
+    # DPO's control: the same drafts, scores and tailored questions, the teacher unaligned, under the prompt
+    # the aligned teacher would get
+    server = fake()
+    proc = train(tmp_path, "experiment=smoke", "method=arte", "logger=csv", *openai_overrides(server),
+                 "budget.max_queries=60", "method.align=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["align"] == "none" and results["preferred_strategy"] is None and "dpo_margin_after" not in results
+    assert not (tmp_path / "teacher_adapter").exists() and results["tailored"] > 0
+    tailored = _jsonl(tmp_path / "tailored.jsonl")
+    strategies = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "method" / "arte.yaml").read_text())["strategies"]
+    asked = [p for p in server.prompts() if any(t["question"] in p for t in tailored)
+             and "Write one new question" not in p]
+    assert len(asked) == len(tailored)
+    assert not any(s in p for p in asked for s in strategies)
 
 
 def test_bad_arte_settings():

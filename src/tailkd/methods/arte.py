@@ -9,7 +9,8 @@
 4. Align the teacher: ``align=dpo`` trains a LoRA adapter on the local teacher with DPO on question
    pairs (top vs bottom quartile) and rationale pairs (best vs worst per question, under the plain
    prompt); ``align=select`` (any teacher, API ones included) keeps the unaligned teacher and writes
-   the tailored data under the strategy the student preferred.
+   the tailored data under the strategy the student preferred; ``align=none`` keeps it and writes them
+   under the plain prompt, as the aligned teacher does: what DPO adds is ``dpo`` - ``none``.
 5. Tailored data: the (aligned) teacher writes new questions and a rationale for each with what is
    left of the budget.
 6. The student is fine-tuned on the tailored data (and, ``train_on_drafts=best``, each drafted
@@ -47,7 +48,7 @@ from tailkd.training.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
-ALIGNS = ("dpo", "select")
+ALIGNS = ("dpo", "select", "none")
 DRAFT_TRAINING = ("best", "none")
 
 
@@ -130,13 +131,13 @@ class Arte:
         question_pairs, rationale_pairs = self.pairs(collector, data.task, drafts)
         pipeline.write_jsonl(run_dir / "preference_pairs.jsonl", question_pairs + rationale_pairs)
 
-        # 4. align the teacher, or choose the strategy the student preferred
+        # 4. align the teacher, or choose the strategy the student preferred, or neither (DPO's control)
         aligned: dict[str, Any] = {}
         strategy = None
         if self.align == "dpo":
             aligned = self.align_teacher(collector.backend, question_pairs + rationale_pairs, run_dir, int(cfg.seed),
                                          saved=run.checkpoints.stage_folder("dpo"))
-        else:
+        elif self.align == "select":
             strategy = self.preferred_strategy(drafts)
 
         # 5. tailored data with what is left of the budget
