@@ -316,3 +316,39 @@ def test_a_requests_stop_sequences_end_its_decoding_and_the_log_states_the_throu
     assert texts(stopped)[0] == whole[:whole.index(stop)].strip()
     assert len(steps) < 10  # the prompt, then fewer steps than the limit
     assert "tokens/s" in caplog.text and "hf_local tiny-teacher: 1 answers" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def seq2seq_backend(tmp_path_factory):
+    student = tiny_student("seq2seq", init_seed=4)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for parameter in student.model.parameters():
+            if parameter.dim() == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    folder = tmp_path_factory.mktemp("seq2seq-teacher")
+    student.model.save_pretrained(folder)
+    student.tokenizer.save_pretrained(folder)
+    backend = HFLocalBackend(hf_cfg(folder, arch="seq2seq"))
+    backend.prepare(None, [])
+    return backend
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_a_sampled_requests_stop_sequences_end_its_decoding_too(arch, backend, seq2seq_backend):
+    """Sampled rows go through transformers' generate (their seeds are a logits processor), which knows
+    nothing of our stops: a few-shot teacher's sampled answer then paid for its invented next question up
+    to max_tokens. Each row stops at its own stop strings; the sample and its cut are unchanged."""
+    backend = backend if arch == "causal" else seq2seq_backend
+    free = [request(q, temperature=1.0, max_tokens=12) for q in QUESTIONS[1:3]]
+    whole = texts(backend.complete(free))
+    stops = [w[len(w) // 3:len(w) // 3 + 2] for w in whole]  # what each row writes a third of the way in
+    steps = []
+    hook = backend.student.model.register_forward_pre_hook(lambda m, a, kw: steps.append(1), with_kwargs=True)
+    try:
+        stopped = backend.complete([request(q, temperature=1.0, max_tokens=12, stop=[s])
+                                    for q, s in zip(QUESTIONS[1:3], stops)])
+    finally:
+        hook.remove()
+    assert texts(stopped) == [w[:w.index(s)].strip() for w, s in zip(whole, stops)]
+    assert len(steps) < 12  # the prompt, then fewer steps than the limit

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from tailkd.errors import ConfigError
 from tailkd.models.embedded import EMBEDDED
-from tailkd.models.generation import cut_at_stop, generate_texts, hf_generate_texts
+from tailkd.models.generation import cut_at_stop, ended_rows, generate_texts, hf_generate_texts
 from tailkd.models.student import DTYPES, Student, load_student
 from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 
@@ -94,13 +94,34 @@ class _PerRowDecoding(LogitsProcessor):
         return scores
 
 
-class _GenerateWith:
-    """Hands ``hf_generate_texts`` a model whose ``generate`` also gets our logits processor, so
-    tokenisation, padding side, decoding and stripping stay those of the students' generation."""
+class _RowStops(StoppingCriteria):
+    """Ends each row of a ``generate`` call once its text is settled at one of its own stop strings, as
+    our own decoding loop does (:func:`ended_rows`): the rest would be cut, so it is never computed."""
 
-    def __init__(self, model: torch.nn.Module, processor: _PerRowDecoding):
+    def __init__(self, tokenizer, stops: Sequence[Sequence[str]]):
+        self.tokenizer = tokenizer
+        self.stops = [tuple(stop) for stop in stops]
+        self._start: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
+        if self._start is None:  # called after each new token: the first call's ids are the prompt and one
+            self._start = input_ids.shape[1] - 1  # (a decoder's own ids, for an encoder-decoder)
+        produced = input_ids[:, self._start:].tolist()
+        done = [bool(stop) and bool(ended_rows(self.tokenizer, [ids], stop)) for ids, stop in zip(produced, self.stops)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _GenerateWith:
+    """Hands ``hf_generate_texts`` a model whose ``generate`` also gets our logits processor and each
+    row's stop strings, so tokenisation, padding side, decoding and stripping stay those of the
+    students' generation."""
+
+    def __init__(self, model: torch.nn.Module, processor: _PerRowDecoding, tokenizer,
+                 stops: Sequence[Sequence[str]]):
         self._model = model
         self._processor = processor
+        self._tokenizer = tokenizer
+        self._stops = stops
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +139,8 @@ class _GenerateWith:
         return self.train(False)
 
     def generate(self, **kwargs):
-        return self._model.generate(**kwargs, logits_processor=LogitsProcessorList([self._processor]))
+        return self._model.generate(**kwargs, logits_processor=LogitsProcessorList([self._processor]),
+                                    stopping_criteria=StoppingCriteriaList([_RowStops(self._tokenizer, self._stops)]))
 
 
 class HFLocalBackend:
@@ -366,7 +388,8 @@ class HFLocalBackend:
             return generate_texts(student, prompts, max_new_tokens, do_sample=False, stop=tuple(shared))
         # per-row seeds and limits are a logits processor, which only transformers' generate takes
         processor = _PerRowDecoding(rows, student.tokenizer.eos_token_id)
-        wrapped = Student(_GenerateWith(student.model, processor), student.tokenizer, student.arch, student.name)
+        wrapped = Student(_GenerateWith(student.model, processor, student.tokenizer, stops), student.tokenizer,
+                          student.arch, student.name)
         return hf_generate_texts(wrapped, prompts, max_new_tokens, do_sample=False)
 
 
