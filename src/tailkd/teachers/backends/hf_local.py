@@ -166,7 +166,8 @@ class HFLocalBackend:
     prompt added) when it has one, else their contents are joined by blank lines. A whole batch is
     one ``generate`` call. Decoding parameters per request: ``temperature`` (0, the default, is
     greedy), ``max_tokens`` (the collector always sends one: ``teacher.max_tokens``, else 1024) and
-    ``stop`` (a string or list, cut after decoding).
+    ``stop`` (a string or list: a row stops decoding once its text is settled at one, as an API stops;
+    greedy rows whose stops differ decode to the limit; the text is cut after).
     ``top_p``/``top_k`` are not applied: sampling is from the full tempered distribution.
 
     Reproducible batched sampling: sampling uses no global RNG. A sampled request's seed is a hash of
