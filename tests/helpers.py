@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from omegaconf import OmegaConf
 
 from tailkd.models import load_student
@@ -48,3 +50,12 @@ def records(n: int = 8, weights=None) -> list[TrainRecord]:
         target = f" {a} + {b} = {a + b}. {a + b} - {c} = {a + b - c}. The answer is {a + b - c}." + " ok" * (i % 3)
         out.append(TrainRecord(f"r{i}", prompt, target, weight=1.0 if weights is None else weights[i]))
     return out
+
+
+def allocated_bytes(fn):
+    """(the bytes ``fn()`` allocates on the CPU, every op's own allocations summed; what it returns):
+    a measure of the activation-sized tensors a code path creates that, unlike time, does not vary."""
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                 profile_memory=True) as prof:
+        out = fn()
+    return sum(e.self_cpu_memory_usage for e in prof.key_averages() if e.self_cpu_memory_usage > 0), out
