@@ -235,9 +235,11 @@ def test_a_dpo_step_raises_the_margin_of_chosen_over_rejected(tmp_path):
     assert stats["dpo_margin_after"] > stats["dpo_margin_before"] + 0.1
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert backend.identity != base_identity and "|adapter=" in backend.identity  # aligned answers are another cache key
-    with backend.student.model.disable_adapter():  # the reference is the teacher before DPO
-        reference = margins(backend.student.model, backend.student.tokenizer, pairs)
-    assert reference == pytest.approx(before, abs=1e-4)
+    untouched = HFLocalBackend({"model": "tiny-teacher", "source": "tiny", "init_seed": 3, "vocab_size": 400,
+                                "size": {"hidden_size": 32, "num_layers": 2, "num_heads": 4}})
+    untouched.prepare(data.task, data.train)
+    aligned, base = backend.student.model.state_dict(), untouched.student.model.state_dict()
+    assert aligned.keys() == base.keys() and all(torch.equal(aligned[k], base[k]) for k in base)  # DPO trained the adapter alone
 
 
 def test_a_rerun_restores_the_dpo_adapter_a_killed_run_left_and_trains_again_on_other_pairs(tmp_path, monkeypatch):
@@ -284,8 +286,9 @@ def test_a_rerun_restores_the_dpo_adapter_a_killed_run_left_and_trains_again_on_
     done.write_text(json.dumps({**json.loads(done.read_text()), "fingerprint": "another"}))
     retrained = teacher()
     assert dpo_align(retrained, pairs[:6], settings, tmp_path / "run4", seed=0, saved=tmp_path / "dpo")["dpo_restored"] is False
-    assert sum("lora_A" in n for n, _ in retrained.student.model.named_modules()) == \
-        sum("lora_A" in n for n, _ in rerun.student.model.named_modules())  # one adapter, not a second over the first
+    def adapted(model):  # layers that add an adapter's update, PEFT's or served in place
+        return sum("lora_A" in n or bool(m._forward_hooks) for n, m in model.named_modules())
+    assert adapted(retrained.student.model) == adapted(rerun.student.model) > 0  # one adapter, not a second over the first
     (tmp_path / "dpo" / "adapter_model.safetensors").write_bytes(b"half an adapter")
     assert dpo_align(teacher(), pairs[:6], settings, tmp_path / "run5", seed=0, saved=tmp_path / "dpo")["dpo_restored"] is False
 

@@ -91,3 +91,22 @@ def test_generation_syncs_the_ranks_only_under_several_processes(monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
     generate_texts(student, ["1 + 2 ="], 2)
     assert seen == [True]
+
+
+def test_an_adapter_that_cannot_be_served_in_place_is_left_to_peft():
+    from peft import LoraConfig, get_peft_model
+
+    from tailkd.models.lora import serve_in_place
+
+    ids = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    model = get_peft_model(tiny_student(init_seed=2).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                                       use_dora=True)).eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
+        before = model(input_ids=ids).logits
+        assert serve_in_place(model) is model
+        assert torch.equal(model(input_ids=ids).logits, before)
+        with model.disable_adapter():
+            assert not torch.allclose(model(input_ids=ids).logits, before)  # the adapter is still in use

@@ -158,12 +158,12 @@ def dpo_align(backend, pairs: Sequence[Mapping[str, str]], settings: DPOSettings
     policy.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     fingerprint = adapter_fingerprint(policy)
-    backend.use_adapter(policy, fingerprint)
     if saved is not None and restored is None:
         policy.save_pretrained(saved)
         tmp = Path(saved) / f"{DONE}.tmp"
         tmp.write_text(json.dumps({"key": key, "fingerprint": fingerprint, "results": results}))
         os.replace(tmp, Path(saved) / DONE)  # last: a run killed while saving trains again, never reads half an adapter
+    backend.use_adapter(policy, fingerprint)  # last: the policy's LoRA layers go
     log.info("DPO on %d pairs%s: mean margin %.3f -> %.3f", len(pairs), " (restored)" if restored else "",
              results["dpo_margin_before"], results["dpo_margin_after"])
     return {**results, "dpo_restored": restored is not None}

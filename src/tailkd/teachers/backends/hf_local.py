@@ -18,6 +18,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from tailkd.errors import ConfigError
 from tailkd.models.embedded import EMBEDDED
 from tailkd.models.generation import cut_at_stop, ended_rows, generate_texts, hf_generate_texts
+from tailkd.models.lora import serve_in_place
 from tailkd.models.student import DTYPES, Student, load_student
 from tailkd.teachers.backends.protocol import Bound, Completion, TeacherCallError, TeacherRequest
 
@@ -274,9 +275,11 @@ class HFLocalBackend:
 
     def use_adapter(self, model: torch.nn.Module, fingerprint: str) -> None:
         """Generate with ``model`` (the teacher with a trained adapter) from now on; the cache identity
-        names the adapter, so its answers never pass for the base teacher's."""
+        names the adapter, so its answers never pass for the base teacher's. The adapter stays unmerged
+        (a merge into bf16 weights rounds most of a short training away) and is served in place
+        (:func:`tailkd.models.lora.serve_in_place`): save it before."""
         model.eval()
-        self.student.model = model
+        self.student.model = serve_in_place(model)
         self.identity = f"{self.identity.split('|adapter=')[0]}|adapter={fingerprint}"
 
     def prepare(self, task: Any, examples: Sequence[Any]) -> None:

@@ -1,0 +1,102 @@
+"""ARTE's aligned teacher generating through PEFT's LoRA forward, against the same adapter served in place.
+
+The embedded Qwen2.5-Coder as ``hf_local`` teacher in bfloat16 with ``teacher=qwen-1.5b-embedded-csqa-fewshot``'s
+prompt on N CommonsenseQA questions, greedy, one batch of N, as the aligned teacher writes ARTE's tailored
+data. Three variants of the same ``decode_causal`` call, each repeat on a freshly loaded teacher:
+- base:     no adapter (what the unaligned teacher costs);
+- peft:     a rank-16 LoRA on every linear layer through PEFT's forward, its weights in float32 as DPO
+            trains them (what ``use_adapter`` ran before);
+- in place: the same adapter through :func:`tailkd.models.lora.serve_in_place` (what it runs now).
+Prints each variant's seconds (median over repeats), the ratios, and how many of the N texts differ from
+PEFT's (both round in bfloat16; a differing text is a near-tie decided the other way).
+
+    python bench/adapter_serving.py [--teacher qwen-1.5b|qwen-0.5b] [--adapter RUN/teacher_adapter] [--n 16]
+        [--max-new-tokens 128] [--repeats 2] [--threads 1] [--data-dir ../shared/data/commonsense_qa]
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from tailkd.models import load_student
+from tailkd.models.generation import _decoded, decode_causal, eval_mode
+from tailkd.models.lora import serve_in_place
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO  # noqa: E402
+from prefix_sharing import PRETRAINED, teacher_prompts  # noqa: E402
+from roofline import CLOCKS, now, use_clock  # noqa: E402
+
+
+def with_adapter(model, adapter: str | None):
+    """``model`` with the adapter saved at ``adapter``, or a random one shaped as ARTE's DPO trains it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter:
+        return PeftModel.from_pretrained(model, adapter).eval()
+    policy = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero; a trained adapter's is not
+                weight.normal_(std=1e-3, generator=torch.Generator().manual_seed(0))
+    return policy.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", choices=sorted(PRETRAINED), default="qwen-1.5b")
+    parser.add_argument("--adapter", help="a saved adapter folder (an ARTE run's teacher_adapter); default: random")
+    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="the few-shot config's max_tokens")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    use_clock(args.clock)
+
+    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": PRETRAINED[args.teacher],
+           "dtype": "bfloat16", "max_length": 2048, "lora": {"enabled": False}}
+    stop = ("\nQ:",)
+    seconds: dict[str, list[float]] = {"base": [], "peft": [], "in place": []}
+    texts: dict[str, list[str]] = {}
+    for repeat in range(args.repeats):
+        teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
+        prompts = teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
+        if repeat == 0:
+            print(f"{teacher.name} bfloat16, {args.n} prompts, max_new_tokens={args.max_new_tokens}, adapter "
+                  f"{args.adapter or 'random rank 16, every linear layer'}, torch {torch.__version__}, "
+                  f"{torch.get_num_threads()} threads, {args.clock} clock, load average {os.getloadavg()[0]:.1f}")
+        for name in seconds:
+            if name == "peft":
+                teacher.model = with_adapter(teacher.model, args.adapter)
+            elif name == "in place":
+                teacher.model = serve_in_place(teacher.model)
+            with eval_mode(teacher.model):
+                start = now()
+                ids = decode_causal(teacher, prompts, args.max_new_tokens, stop=stop)
+                seconds[name].append(now() - start)
+            texts[name] = _decoded(teacher.tokenizer, ids, stop)
+            print(f"  repeat {repeat}: {name} {seconds[name][-1]:.1f} s", flush=True)
+        del teacher
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    differ = sum(a != b for a, b in zip(texts["peft"], texts["in place"]))
+    print(f"base {median['base']:.1f} s | peft {median['peft']:.1f} s ({median['peft'] / median['base']:.2f}x base) | "
+          f"in place {median['in place']:.1f} s ({median['in place'] / median['base']:.2f}x base): "
+          f"**{median['peft'] / median['in place']:.2f}x** PEFT's speed; {differ} of {args.n} texts differ from PEFT's")
+
+
+if __name__ == "__main__":
+    main()
