@@ -12,8 +12,8 @@
 #             run's largest cost on a CPU. DPO takes one pair at a time, 8 accumulated (the same update in
 #             half the memory: a 151k vocabulary's logits). Its strategy rationales are zero-shot, so
 #             they get RATIONALE_MAX_TOKENS, not the few-shot teacher's 128 (which cut 76 of 104 before
-#             their answer). Run it alone on 24 GB: a DPO job beside another run was killed for memory
-#             when its tailored data began (docs/results.md)
+#             their answer). Run it alone on 24 GB: DPO's training job peaks at 13.6-16.5 GB
+#             (docs/results.md)
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
 # TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
 # tokens an answer, docs/results.md). TEACHER=qwen-1.5b-embedded MAX_NEW_TOKENS=256 is the zero-shot 1.5B
