@@ -110,3 +110,26 @@ def test_an_adapter_that_cannot_be_served_in_place_is_left_to_peft():
         assert torch.equal(model(input_ids=ids).logits, before)
         with model.disable_adapter():
             assert not torch.allclose(model(input_ids=ids).logits, before)  # the adapter is still in use
+
+
+def test_an_adapter_served_in_place_runs_under_autocast_as_peft_does():
+    """A float32 model under bfloat16 autocast (how students infer) gets bfloat16 outputs from its linear
+    layers: the update is added out of place there, not into a tensor of another dtype."""
+    from peft import LoraConfig, get_peft_model
+
+    from tailkd.models.lora import serve_in_place
+
+    ids = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    model = get_peft_model(tiny_student(init_seed=2).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    model.eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            peft = model(input_ids=ids).logits.float()
+            served = serve_in_place(model)
+            assert served is not model
+            mixed = served(input_ids=ids).logits.float()
+        exact = served(input_ids=ids).logits
+    assert (mixed - exact).norm() <= 1.5 * (peft - exact).norm()

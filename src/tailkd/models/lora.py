@@ -71,8 +71,8 @@ def _add_update(down: torch.Tensor, up: torch.Tensor):
     def hook(module, args, output):
         x = args[0]
         low = x.reshape(-1, x.shape[-1]) @ down
-        if torch.is_grad_enabled() or not output.is_contiguous():
-            return output + (low @ up).view_as(output)
+        if torch.is_grad_enabled() or not output.is_contiguous() or output.dtype != up.dtype:  # autograd, autocast
+            return output + (low @ up).view_as(output).to(output.dtype)
         output.view(-1, output.shape[-1]).addmm_(low, up)
         return output
     return hook
