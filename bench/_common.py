@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from pathlib import Path
@@ -107,3 +108,47 @@ def autocast(precision: str):
 
 def matmul_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision.startswith("bf16") else torch.float32
+
+
+# the embedded teachers the few-shot teacher benches load (hf_local's generation, as the testbed runs them)
+FEWSHOT_TEACHERS = {"qwen-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen-0.5b": "qwen2.5-coder-0.5b-instruct-q5"}
+
+
+def teacher_args(description: str, max_new_tokens: int = 128, add=None) -> argparse.Namespace:
+    """The few-shot teacher benches' command line (``add(parser)`` adds a bench's own options), parsed,
+    its threads and clock applied."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--teacher", choices=sorted(FEWSHOT_TEACHERS), default="qwen-1.5b")
+    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
+    if add is not None:
+        add(parser)
+    args = parser.parse_args()
+    apply_threads(args)
+    return args
+
+
+def fewshot_teacher(args, dtype: str = "bfloat16") -> tuple[Student, list[str]]:
+    """``args.teacher`` loaded as ``hf_local`` loads it, and the texts it reads for ``args.n`` questions."""
+    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": FEWSHOT_TEACHERS[args.teacher],
+           "dtype": dtype, "max_length": 2048, "lora": {"enabled": False}}
+    teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
+    return teacher, teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
+
+
+def teacher_prompts(tokenizer, data_dir: str, n: int) -> list[str]:
+    """The texts the few-shot teacher reads for the first ``n`` training questions: its prompt rendered
+    with each question, in the model's chat template (as ``hf_local`` renders it)."""
+    import jinja2
+
+    fewshot = OmegaConf.load(REPO / "conf" / "teacher" / "qwen-1.5b-embedded-csqa-fewshot.yaml")
+    template = jinja2.Template(fewshot.prompt)
+    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "commonsense_qa.yaml"), resolve=True)
+    task_cfg.update(data_dir=str(Path(data_dir).resolve()), train_size=n, test_size=1)
+    questions = [e.question for e in load_task_data(task_cfg).train[:n]]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": template.render(question=q)}],
+                                          add_generation_prompt=True, tokenize=False) for q in questions]

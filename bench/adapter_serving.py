@@ -21,21 +21,18 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from tailkd.models import load_student
 from tailkd.models.generation import _decoded, decode_causal, eval_mode
 from tailkd.models.lora import serve_in_place
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO  # noqa: E402
-from prefix_sharing import PRETRAINED, teacher_prompts  # noqa: E402
-from roofline import CLOCKS, now, use_clock  # noqa: E402
+from _common import fewshot_teacher, teacher_args  # noqa: E402
+from roofline import now  # noqa: E402
 
 
 def with_adapter(model, adapter: str | None):
@@ -53,28 +50,13 @@ def with_adapter(model, adapter: str | None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", choices=sorted(PRETRAINED), default="qwen-1.5b")
-    parser.add_argument("--adapter", help="a saved adapter folder (an ARTE run's teacher_adapter); default: random")
-    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="the few-shot config's max_tokens")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    use_clock(args.clock)
-
-    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": PRETRAINED[args.teacher],
-           "dtype": "bfloat16", "max_length": 2048, "lora": {"enabled": False}}
+    args = teacher_args(__doc__.splitlines()[0], add=lambda parser: parser.add_argument(
+        "--adapter", help="a saved adapter folder (an ARTE run's teacher_adapter); default: random"))
     stop = ("\nQ:",)
     seconds: dict[str, list[float]] = {"base": [], "peft": [], "in place": []}
     texts: dict[str, list[str]] = {}
     for repeat in range(args.repeats):
-        teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
-        prompts = teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
+        teacher, prompts = fewshot_teacher(args)
         if repeat == 0:
             print(f"{teacher.name} bfloat16, {args.n} prompts, max_new_tokens={args.max_new_tokens}, adapter "
                   f"{args.adapter or 'random rank 16, every linear layer'}, torch {torch.__version__}, "

@@ -20,44 +20,26 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from tailkd.models import load_student
 from tailkd.models.generation import _decoded, decode_causal, eval_mode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO  # noqa: E402
-from prefix_sharing import PRETRAINED, teacher_prompts  # noqa: E402
-from roofline import CLOCKS, now, use_clock  # noqa: E402
+from _common import fewshot_teacher, teacher_args  # noqa: E402
+from roofline import now  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", choices=sorted(PRETRAINED), default="qwen-1.5b")
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    use_clock(args.clock)
-
-    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": PRETRAINED[args.teacher],
-           "dtype": args.dtype, "max_length": 2048, "lora": {"enabled": False}}
-    teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
+    args = teacher_args(__doc__.splitlines()[0], max_new_tokens=32, add=lambda parser: parser.add_argument(
+        "--dtype", choices=("bfloat16", "float32"), default="bfloat16"))
+    teacher, prompts = fewshot_teacher(args, args.dtype)
     teacher.model.requires_grad_(False)
     head = teacher.model.get_output_embeddings()
     hooks = dict(head._forward_pre_hooks)
-    prompts = teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
     print(f"{teacher.name} {args.dtype}, frozen, {args.n} prompts, max_new_tokens={args.max_new_tokens}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -21,56 +21,22 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
-import jinja2
 import torch
-from omegaconf import OmegaConf
 
-from tailkd.models import load_student
 from tailkd.models.generation import _common_prefix, _decoded, decode_causal, eval_mode
-from tailkd.tasks import load_task_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO  # noqa: E402
-from roofline import CLOCKS, now, use_clock  # noqa: E402
-
-PRETRAINED = {"qwen-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen-0.5b": "qwen2.5-coder-0.5b-instruct-q5"}
-
-
-def teacher_prompts(tokenizer, data_dir: str, n: int) -> list[str]:
-    """The texts the few-shot teacher reads for the first ``n`` training questions: its prompt rendered
-    with each question, in the model's chat template (as ``hf_local`` renders it)."""
-    fewshot = OmegaConf.load(REPO / "conf" / "teacher" / "qwen-1.5b-embedded-csqa-fewshot.yaml")
-    template = jinja2.Template(fewshot.prompt)
-    task_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "commonsense_qa.yaml"), resolve=True)
-    task_cfg.update(data_dir=str(Path(data_dir).resolve()), train_size=n, test_size=1)
-    questions = [e.question for e in load_task_data(task_cfg).train[:n]]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": template.render(question=q)}],
-                                          add_generation_prompt=True, tokenize=False) for q in questions]
+from _common import fewshot_teacher, teacher_args  # noqa: E402
+from roofline import now  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", choices=sorted(PRETRAINED), default="qwen-1.5b")
-    parser.add_argument("--n", type=int, default=16, help="questions: one batch, as teacher.batch_size=16")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="the few-shot config's max_tokens")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "commonsense_qa"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    use_clock(args.clock)
-
-    cfg = {"name": args.teacher, "arch": "causal", "source": "embedded", "pretrained": PRETRAINED[args.teacher],
-           "dtype": "bfloat16", "max_length": 2048, "lora": {"enabled": False}}
-    teacher = load_student(cfg, Path.home() / ".cache" / "tailkd")
-    prompts = teacher_prompts(teacher.tokenizer, args.data_dir, args.n)
+    args = teacher_args(__doc__.splitlines()[0])
+    teacher, prompts = fewshot_teacher(args)
     stop = ("\nQ:",)  # the exemplars' next question: where an API would stop
     ids = teacher.tokenizer(prompts)["input_ids"]
     lengths = [len(row) for row in ids]

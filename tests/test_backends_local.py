@@ -38,21 +38,24 @@ def texts(results) -> list[str]:
 # -- hf_local ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny random causal LM saved as a transformers folder. Its weights are drawn wider than the
-    default init so that greedy outputs differ between prompts (at std 0.02 every prompt decodes to
-    the same repeated token, which would make the batch comparisons vacuous)."""
-    student = tiny_student(init_seed=4)
+def saved_teacher(folder, arch: str = "causal"):
+    """A tiny random model saved as a transformers folder. Its weights are drawn wider than the default
+    init so that greedy outputs differ between prompts (at std 0.02 every prompt decodes to the same
+    repeated token, which would make the batch comparisons vacuous)."""
+    student = tiny_student(arch, init_seed=4)
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for parameter in student.model.parameters():
             if parameter.dim() == 2:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    folder = tmp_path_factory.mktemp("teacher")
     student.model.save_pretrained(folder)
     student.tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return saved_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 def hf_cfg(folder, **overrides) -> dict:
@@ -321,15 +324,7 @@ def test_a_requests_stop_sequences_end_its_decoding_and_the_log_states_the_throu
 
 @pytest.fixture(scope="module")
 def seq2seq_backend(tmp_path_factory):
-    student = tiny_student("seq2seq", init_seed=4)
-    generator = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for parameter in student.model.parameters():
-            if parameter.dim() == 2:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    folder = tmp_path_factory.mktemp("seq2seq-teacher")
-    student.model.save_pretrained(folder)
-    student.tokenizer.save_pretrained(folder)
+    folder = saved_teacher(tmp_path_factory.mktemp("seq2seq-teacher"), "seq2seq")
     backend = HFLocalBackend(hf_cfg(folder, arch="seq2seq"))
     backend.prepare(None, [])
     return backend
