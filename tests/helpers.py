@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from omegaconf import OmegaConf
 
 from tailkd.models import load_student

@@ -118,7 +118,7 @@ def test_elad_trains_half_the_epochs_a_round_unless_told(script, parts, env_vars
     data.mkdir()
     (data / "teacher.jsonl").write_text("")
     env = {**os.environ, "SWEEP_LOG": str(log), "TAILKD_TRAIN": f"{sys.executable} {REPO / 'tests' / 'sweep_dry_run.py'}",
-           "DATA": str(data), "PARTS": parts, "SEEDS": "0", "BUDGETS": "300", **env_vars}
+           "DATA": str(data), "PARTS": parts, "SEEDS": "0", "BUDGETS": "300", "SWEEP_COMPOSE": "0", **env_vars}
     proc = subprocess.run(["bash", str(REPO / "multirun_scripts" / script), f"hydra.sweep.dir={tmp_path / 'study'}"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
