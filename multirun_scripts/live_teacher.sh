@@ -12,7 +12,7 @@
 #             run's largest cost on a CPU. DPO takes one pair at a time, 8 accumulated (the same update in
 #             half the memory: a 151k vocabulary's logits). Its strategy rationales are zero-shot, so
 #             they get RATIONALE_MAX_TOKENS, not the few-shot teacher's 128 (which cut 76 of 104 before
-#             their answer). Run it alone on 24 GB: DPO's training job peaks at 13.6-16.5 GB
+#             their answer). Run it alone on 24 GB: a job peaks at 16.3-16.5 GB in DPO's training
 #             (docs/results.md)
 #   elad:     ELAD with revision vs without, ELAD's selection vs random, and the equal-steps control
 # TEACHER: prompted few-shot as PaLM was by default (right on 0.54-0.58 of the testbed's questions, 35
