@@ -29,6 +29,7 @@ import torch
 
 from tailkd.models.generation import _decoded, decode_causal, eval_mode
 from tailkd.models.lora import serve_in_place
+from tailkd.teachers.align import LoraSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fewshot_teacher, teacher_args  # noqa: E402
@@ -41,7 +42,9 @@ def with_adapter(model, adapter: str | None):
 
     if adapter:
         return PeftModel.from_pretrained(model, adapter).eval()
-    policy = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    lora = LoraSettings()  # ARTE's default adapter (method.dpo.lora)
+    policy = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules="all-linear",
+                                              task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, weight in policy.named_parameters():
             if "lora_B" in name:  # PEFT starts B at zero; a trained adapter's is not
@@ -59,7 +62,7 @@ def main() -> None:
         teacher, prompts = fewshot_teacher(args)
         if repeat == 0:
             print(f"{teacher.name} bfloat16, {args.n} prompts, max_new_tokens={args.max_new_tokens}, adapter "
-                  f"{args.adapter or 'random rank 16, every linear layer'}, torch {torch.__version__}, "
+                  f"{args.adapter or 'random, the shape ARTE trains by default'}, torch {torch.__version__}, "
                   f"{torch.get_num_threads()} threads, {args.clock} clock, load average {os.getloadavg()[0]:.1f}")
         for name in seconds:
             if name == "peft":

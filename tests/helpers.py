@@ -58,3 +58,16 @@ def allocated_bytes(fn):
                                                  profile_memory=True) as prof:
         out = fn()
     return sum(e.self_cpu_memory_usage for e in prof.key_averages() if e.self_cpu_memory_usage > 0), out
+
+
+def trained_lora(model, **config):
+    """``model`` under a LoRA adapter on every linear layer (``config``: LoraConfig's other fields), in eval
+    mode, whose update is not zero: PEFT starts B at zero, a trained adapter's is not."""
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", **config)).eval()
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
+    return policy

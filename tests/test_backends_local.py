@@ -15,7 +15,7 @@ from tailkd.teachers.backends.hf_local import HFLocalBackend
 from tailkd.teachers.backends.protocol import Completion, TeacherCallError, TeacherRequest
 from tailkd.teachers.backends.recorded import RecordedBackend
 
-from helpers import allocated_bytes, tiny_student
+from helpers import allocated_bytes, tiny_student, trained_lora
 
 QUESTIONS = ["What is 1 + 2?", "What is 12 + 7 - 3?", "What is 40 - 11 + 2 + 5 + 9?", "What is 5?"]
 
@@ -355,17 +355,11 @@ def test_a_trained_adapter_answers_as_peft_computes_it_in_the_base_models_memory
     """ARTE's aligned teacher keeps its adapter unmerged (a merge into bf16 rounds a few DPO steps away).
     PEFT's forward allocates several activation-sized tensors per adapted layer (the live 1.5B teacher:
     1.37x the base model's time, bench/adapter_serving.py); use_adapter serves the same update in place."""
-    from peft import LoraConfig, get_peft_model
-
     teacher = HFLocalBackend(hf_cfg(model_dir, dtype=dtype))
     teacher.prepare(None, [])
     ids = torch.randint(0, 200, (4, 48), generator=torch.Generator().manual_seed(0))
     base_bytes, base_logits = allocated_bytes(lambda: teacher.student.model(input_ids=ids).logits)
-    policy = get_peft_model(teacher.student.model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")).eval()
-    with torch.no_grad():
-        for name, weight in policy.named_parameters():
-            if "lora_B" in name:  # PEFT starts B at zero: a trained adapter's is not
-                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
+    policy = trained_lora(teacher.student.model)
     peft_bytes, peft_logits = allocated_bytes(lambda: policy(input_ids=ids).logits)
     with torch.no_grad():
         exact = copy.deepcopy(policy).float()(input_ids=ids).logits  # float32 throughout

@@ -9,7 +9,7 @@ from tailkd.errors import ConfigError
 from tailkd.models import generate_texts, load_student
 from tailkd.models.embedded import embedded_model_dir
 
-from helpers import TEXTS, tiny_student
+from helpers import TEXTS, tiny_student, trained_lora
 
 
 def _hub_cfg(location, arch="causal", lora=False):
@@ -94,17 +94,11 @@ def test_generation_syncs_the_ranks_only_under_several_processes(monkeypatch):
 
 
 def test_an_adapter_that_cannot_be_served_in_place_is_left_to_peft():
-    from peft import LoraConfig, get_peft_model
-
     from tailkd.models.lora import serve_in_place
 
     ids = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
-    model = get_peft_model(tiny_student(init_seed=2).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                                                       use_dora=True)).eval()
+    model = trained_lora(tiny_student(init_seed=2).model, use_dora=True)
     with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
         before = model(input_ids=ids).logits
         assert serve_in_place(model) is model
         assert torch.equal(model(input_ids=ids).logits, before)
@@ -115,17 +109,11 @@ def test_an_adapter_that_cannot_be_served_in_place_is_left_to_peft():
 def test_an_adapter_served_in_place_runs_under_autocast_as_peft_does():
     """A float32 model under bfloat16 autocast (how students infer) gets bfloat16 outputs from its linear
     layers: the update is added out of place there, not into a tensor of another dtype."""
-    from peft import LoraConfig, get_peft_model
-
     from tailkd.models.lora import serve_in_place
 
     ids = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
-    model = get_peft_model(tiny_student(init_seed=2).model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    model.eval()
+    model = trained_lora(tiny_student(init_seed=2).model)
     with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             peft = model(input_ids=ids).logits.float()
             served = serve_in_place(model)

@@ -27,10 +27,8 @@ def serve_in_place(model: torch.nn.Module) -> torch.nn.Module:
     ``disable_adapter`` to call, so nothing can run the update twice or silently drop it. Save the adapter
     before (its weights leave with the LoRA layers). Anything else (DoRA, several adapters, embedding or
     convolution layers, a merged adapter) is returned as it was, with a log line saying why."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:
-        return model
+    from peft.tuners.lora import LoraLayer
+
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     why = _unsupported(model, layers)
     if why:
